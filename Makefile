@@ -1,0 +1,51 @@
+# audiolstm: `make train` runs the main job, `make test` the tests.
+# Both create/refresh .venv and install what they need on a fresh machine.
+# TORCH_SPEC picks the PyTorch build: the default is the CPU wheel; GPU users
+# pass e.g. TORCH_SPEC="torch==2.13.0" with a CUDA index, or an already
+# installed torch via TORCH_SPEC=torch.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+ARGS       ?=
+SWEEP      ?= depth
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.installed
+
+.PHONY: help install train test test-slow lint bench sweep clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)  ## create/refresh .venv with torch ($(TORCH_SPEC)) and the project
+
+train: install  ## train the default model on the built-in data (ARGS="model=lstm_300x1 ...")
+	$(BIN)/python train.py $(ARGS)
+
+test: install  ## fast tests (a few minutes on 2 cores)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-slow: install  ## the long end-to-end tests only
+	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+lint: install  ## ruff
+	$(BIN)/ruff check .
+
+bench: install  ## benchmarks (results go to bench/RESULTS.md)
+	$(BIN)/python bench/bench_windows.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_generate.py
+
+sweep: install  ## one ablation sweep: make sweep SWEEP=depth ARGS="debug=smoke"
+	$(BIN)/python train.py -m sweep=$(SWEEP) $(ARGS)
+
+clean:  ## remove caches and run outputs (keeps .venv)
+	rm -rf outputs multirun .cache .pytest_cache .ruff_cache .hypothesis wandb lightning_logs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,144 @@
+"""Training callbacks: progress display, per-epoch reseeding, sample generation."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback, RichProgressBar
+from pytorch_lightning.callbacks.progress import ProgressBar
+
+
+class PlainProgressBar(ProgressBar):
+    """One line per epoch: readable in CI logs, SLURM files and `tee`d output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._t0 = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning 2 runs validation before this hook: train and val metrics are both in.
+        if not self._enabled:
+            return
+        metrics = self.get_metrics(trainer, pl_module)
+        shown = "  ".join(
+            f"{k} {float(v):.4g}" for k, v in sorted(metrics.items())
+            if k.startswith(("train/loss_epoch", "val/loss", "val/rel_"))
+        )
+        print(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  step {trainer.global_step}"
+            f"  {shown}  ({time.perf_counter() - self._t0:.1f} s)",
+            flush=True,
+        )
+
+
+def progress_bar(force: str | None = None) -> ProgressBar:
+    """Rich on a terminal, plain lines otherwise (`force`: "rich" or "plain")."""
+    kind = force or ("rich" if sys.stdout.isatty() else "plain")
+    return RichProgressBar() if kind == "rich" else PlainProgressBar()
+
+
+class ReseedEachEpoch(Callback):
+    """Seed the global RNGs with (seed, epoch) at every epoch start.
+
+    Input noise and dropout then draw the same numbers in epoch e whether the
+    run went straight through or resumed from a checkpoint, so `ckpt_path=`
+    resumes exactly (the shuffle order is seeded per epoch by the sampler).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(self.seed + 7919 * trainer.current_epoch, verbose=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+class SampleGeneration(Callback):
+    """Every N epochs (and when training ends) continue a fixed validation seed.
+
+    Writes samples/epoch_XXX.{wav,png,json} into the run dir, logs the audio
+    and the figure to W&B when it is on, and keeps the last metrics on the
+    module (`sample_metrics`) for summary.json.
+    """
+
+    def __init__(self, every_n_epochs: int = 5, seconds: float = 4.0, seed_seconds: float = 2.0,
+                 strategy: str = "stateful", deticking: str = "auto",
+                 dirname: str = "samples") -> None:
+        self.every_n_epochs = every_n_epochs
+        self.seconds = seconds
+        self.seed_seconds = seed_seconds
+        self.strategy = strategy
+        self.deticking = deticking
+        self.dirname = dirname
+        self._last_epoch = -1
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if trainer.sanity_checking or not self.every_n_epochs or epoch % self.every_n_epochs:
+            return
+        self._sample(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > self._last_epoch:
+            self._sample(trainer, pl_module, trainer.current_epoch)
+
+    def _sample(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        from pathlib import Path
+
+        import numpy as np
+
+        from audiolstm.generate import continue_audio, write_outputs
+
+        self._last_epoch = epoch
+        dm = trainer.datamodule
+        if not trainer.is_global_zero or dm is None or pl_module.data_state is None:
+            return
+        sr = dm.sample_rate
+        val = dm.splits["val"]
+        n = min(len(val), int(self.seed_seconds * sr))
+        start = max(0, (len(val) - n) // 2)  # a fixed seed: the middle of the val split
+        seed = np.asarray(val[start : start + n], dtype=np.float32)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            state = pl_module.data_state | {"normalizer": dm.normalizer.state_dict(),
+                                             "representation": dm.representation.state_dict()}
+            cont = continue_audio(pl_module, state, seed, "val", self.seconds, self.strategy,
+                                  None, self.deticking)
+        finally:
+            pl_module.train(was_training)
+        out_dir = Path(trainer.default_root_dir) / self.dirname
+        stem = f"epoch_{epoch:03d}"
+        write_outputs(cont, out_dir, stem, {"epoch": epoch, "strategy": self.strategy,
+                                            "seconds": self.seconds, "seed_split": "val",
+                                            "seed_start_seconds": start / sr})
+        m = cont.metrics
+        pl_module.sample_metrics = {"tick_score": m.get("tick_score"),
+                                    "rms_ratio": m.get("rms_ratio"),
+                                    "sample_epoch": epoch,
+                                    "sample_wav": str(out_dir / f"{stem}.wav")}
+        scalars = {f"samples/{k}": float(v) for k, v in m.items()
+                   if k in ("tick_score", "rms_ratio", "log_spectral_distance_db",
+                            "frame_correlation") and v is not None and np.isfinite(v)}
+        for lg in trainer.loggers:
+            lg.log_metrics(scalars, step=trainer.global_step)
+            if type(lg).__name__ == "WandbLogger":
+                lg.log_audio("samples/audio", [cont.audio], step=trainer.global_step,
+                             sample_rate=[sr], caption=[stem])
+                lg.log_image("samples/plot", [str(out_dir / f"{stem}.png")],
+                             step=trainer.global_step, caption=[stem])

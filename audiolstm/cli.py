@@ -1,0 +1,93 @@
+"""Entry points: `python train.py`, `generate.py`, `explore.py`, `report.py`.
+
+User errors (`UserError`) are printed as one line on stderr and the process
+exits with code 2, no traceback. Inside a multirun a failing job is recorded
+(summary.json with status "failed" and the reason) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from audiolstm import PROJECT_ROOT
+from audiolstm.config import register_configs
+from audiolstm.errors import UserError
+
+CONF_DIR = str(PROJECT_ROOT / "conf")
+log = logging.getLogger("audiolstm")
+
+register_configs()
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _record_failure(cfg: DictConfig, reason: str) -> None:
+    from audiolstm.runinfo import write_json
+    from audiolstm.training import run_label
+
+    try:
+        out = Path(cfg.paths.output_dir)
+    except Exception:  # noqa: BLE001 - best effort, the message is what matters
+        return
+    write_json(out / "summary.json", {"status": "failed", "error": reason,
+                                      "overrides": run_label(), "run_dir": str(out),
+                                      "sweep_name": cfg.get("sweep_name")})
+
+
+def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run a task; turn user errors (and, in sweeps, any failure) into one clear line."""
+    try:
+        return task(cfg)
+    except UserError as e:
+        if _in_multirun():
+            log.error("job failed: %s", e)
+            _record_failure(cfg, str(e))
+            return math.nan
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(UserError.exit_code)
+    except Exception as e:
+        if _in_multirun():  # OOM, a bug in one configuration: record it, keep sweeping
+            log.exception("job failed")
+            _record_failure(cfg, f"{type(e).__name__}: {e}".splitlines()[0])
+            return math.nan
+        raise
+    finally:
+        _finish_wandb()
+
+
+def _finish_wandb() -> None:
+    """Always close the W&B run, so the next job of a multirun starts a fresh one."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        failed = sys.exc_info()[0] is not None
+        wandb.finish(exit_code=1 if failed else 0, quiet=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def train(cfg: DictConfig) -> float:
+    from audiolstm.training import run
+
+    return guarded(run, cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="generate")
+def generate(cfg: DictConfig) -> Any:
+    from audiolstm.generate import run
+
+    return guarded(run, cfg)

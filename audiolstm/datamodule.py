@@ -1,0 +1,243 @@
+"""`AudioDataModule`: load/cache -> split -> fit normaliser -> windows -> loaders.
+
+The signal is memory-mapped from the cache, so every DDP rank and loader
+worker shares one copy. Splits are contiguous views; datasets are built
+lazily in the `*_dataloader` methods so a state restored from a checkpoint
+(`load_state_dict`, called by Lightning after `setup`) is what they use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from audiolstm.audio import source_signal
+from audiolstm.config import SPLITS, validate_data
+from audiolstm.errors import UserError
+from audiolstm.features import Representation
+from audiolstm.normalize import Normalizer, fit_normalizer
+from audiolstm.windows import WindowDataset, WindowSpec, identity_collate
+
+#: Frames drawn (evenly spaced) from the training split to fit per-dimension feature statistics.
+FEATURE_FIT_FRAMES = 4096
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation per epoch, seeded by (seed, epoch).
+
+    Unlike `RandomSampler` (which draws from the global RNG), the order of
+    epoch e does not depend on what ran before it, so resuming from a
+    checkpoint replays exactly the batches a straight run would have seen.
+    Lightning calls `set_epoch` on samplers that have it.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def split_bounds(n: int, ratios: list[float]) -> dict[str, tuple[int, int]]:
+    """Contiguous [start, end) sample ranges of train/val/test for a signal of n samples."""
+    ends = np.round(np.cumsum(ratios) * n).astype(int)
+    ends[-1] = n
+    starts = np.concatenate([[0], ends[:-1]])
+    return {name: (int(a), int(b)) for name, a, b in zip(SPLITS, starts, ends, strict=True)}
+
+
+class AudioDataModule(pl.LightningDataModule):
+    """Train/val/test loaders of overlapping windows over one audio signal.
+
+    Args mirror the `data`, `norm` and `repr` config nodes (plain mappings).
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        norm: Mapping[str, Any],
+        repr: Mapping[str, Any],  # noqa: A002 - the config group is called repr
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data_cfg = dict(data)
+        self.norm_cfg = dict(norm)
+        self.repr_cfg = dict(repr)
+        self.seed = seed
+        validate_data(_Attr(self.data_cfg))
+        d = self.data_cfg
+        self.spec = WindowSpec(
+            x_len=d["x_len"], seq_len=d["seq_len"], window_shift=d["window_shift"],
+            hop=d.get("hop"), offsets=tuple(d.get("offsets") or (0,)),
+        )
+        self.eval_spec = WindowSpec(
+            x_len=d["x_len"], seq_len=d["seq_len"],
+            window_shift=d.get("eval_window_shift") or d["window_shift"],
+            hop=d.get("hop"), offsets=tuple(d.get("offsets") or (0,)),
+        )
+        self.representation = Representation(
+            self.repr_cfg.get("kind", "time"), d["x_len"], bool(self.repr_cfg.get("standardize"))
+        )
+        self.normalizer: Normalizer | None = None
+        self.signal: np.ndarray | None = None
+        self.meta: dict[str, Any] = {}
+        self.splits: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def input_dim(self) -> int:
+        """Feature dimension D of one frame (x_len for time/rfft, 2 x_len for fft)."""
+        return self.representation.dim
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.data_cfg["sample_rate"])
+
+    # ------------------------------------------------------------------ lifecycle
+    def _load(self) -> tuple[np.ndarray, dict[str, Any]]:
+        d = self.data_cfg
+        return source_signal(
+            source=d["source"], path=d.get("path"), sample_rate=d["sample_rate"],
+            cache_dir=d["cache_dir"], synth_seconds=d["synth_seconds"],
+            synth_seed=d["synth_seed"],
+        )
+
+    def prepare_data(self) -> None:
+        """Decode/resample once into the cache (rank 0 only under DDP)."""
+        self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.signal is not None:
+            return
+        signal, meta = self._load()
+        bounds = split_bounds(len(signal), list(self.data_cfg["splits"]))
+        self.signal, self.meta = signal, meta
+        self.splits = {name: signal[a:b] for name, (a, b) in bounds.items()}
+        self._check_lengths()
+        if self.normalizer is None:  # not restored from a checkpoint
+            self.normalizer = fit_normalizer(
+                self.norm_cfg.get("scheme", "std"),
+                self.splits["train"],
+                {k: v for k, v in self.splits.items() if k != "train"},
+            )
+        if self.representation.standardize and not self.representation.fitted:
+            self.representation.fit(self._feature_fit_frames())
+
+    def _check_lengths(self) -> None:
+        """Every split must hold at least one example: say what duration would."""
+        d, sr = self.data_cfg, self.sample_rate
+        for name, spec in (("train", self.spec), ("val", self.eval_spec), ("test", self.eval_spec)):
+            if spec.count(len(self.splits[name])) > 0:
+                continue
+            ratios = list(d["splits"])
+            need_total = max(
+                math.ceil(s.min_samples / r)
+                for s, r in zip((self.spec, self.eval_spec, self.eval_spec), ratios, strict=True)
+            )
+            total = len(self.signal)
+            raise UserError(
+                f"{self._source_name()}: {total / sr:.2f} s of audio gives no example in the "
+                f"{name} split ({len(self.splits[name]) / sr:.2f} s); one example spans "
+                f"{spec.min_samples / sr:.3f} s at data.x_len={d['x_len']}, "
+                f"data.seq_len={d['seq_len']}, hop={spec.step}, so data.splits={ratios} "
+                f"needs at least {need_total / sr:.2f} s of audio"
+            )
+
+    def _source_name(self) -> str:
+        d = self.data_cfg
+        return str(d.get("path")) if d["source"] != "synthetic" else "data=synthetic"
+
+    def _feature_fit_frames(self) -> torch.Tensor:
+        """Evenly spaced normalised training frames for the per-dimension feature statistics."""
+        train, x_len = self.splits["train"], self.data_cfg["x_len"]
+        n_frames = len(train) // x_len
+        idx = np.linspace(0, n_frames - 1, min(FEATURE_FIT_FRAMES, n_frames)).astype(int)
+        frames = np.stack([train[i * x_len : (i + 1) * x_len] for i in idx]).astype(np.float32)
+        return torch.from_numpy(self.normalizer.transform(frames, "train").astype(np.float32))
+
+    # ------------------------------------------------------------------ datasets
+    def dataset(self, split: str) -> WindowDataset:
+        """A windows dataset over one split, normalised with that split's affine map."""
+        if self.normalizer is None:
+            self.setup()
+        shift, scale = self.normalizer.affine(split)
+        return WindowDataset(
+            self.splits[split],
+            self.spec if split == "train" else self.eval_spec,
+            shift=shift,
+            scale=scale,
+            transform=None if self.representation.kind == "time" and not
+            self.representation.standardize else self.representation.encode,
+            reuse_buffers=split == "train" and self.data_cfg["num_workers"] == 0,
+        )
+
+    def _loader(self, split: str) -> DataLoader:
+        ds = self.dataset(split)
+        d = self.data_cfg
+        pin = d.get("pin_memory")
+        if pin is None:
+            pin = torch.cuda.is_available()
+        workers = int(d["num_workers"])
+        return DataLoader(
+            ds,
+            batch_size=d["batch_size"],
+            sampler=EpochShuffleSampler(len(ds), self.seed) if split == "train" else None,
+            shuffle=False,
+            collate_fn=identity_collate,
+            num_workers=workers,
+            pin_memory=bool(pin),
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild normaliser, representation and data settings."""
+        return {
+            "data": {k: v for k, v in self.data_cfg.items()},
+            "norm": dict(self.norm_cfg),
+            "repr": dict(self.repr_cfg),
+            "normalizer": None if self.normalizer is None else self.normalizer.state_dict(),
+            "representation": self.representation.state_dict(),
+            "meta": {k: v for k, v in self.meta.items() if k != "boundaries"}
+            | {"boundaries": [list(b) for b in self.meta.get("boundaries", [])]},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("normalizer") is not None:
+            self.normalizer = Normalizer.from_state_dict(state["normalizer"])
+        self.representation.load_state_dict(state["representation"])
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], **data_overrides: Any) -> AudioDataModule:
+        """Rebuild from a checkpoint's state, without re-fitting on the training data."""
+        dm = cls({**state["data"], **data_overrides}, state["norm"], state["repr"])
+        dm.load_state_dict(state)
+        return dm
+
+
+class _Attr(dict):
+    """dict with attribute access, so validate_data works on plain mappings."""
+
+    __getattr__ = dict.get  # type: ignore[assignment]

@@ -1,0 +1,206 @@
+"""`python train.py`: compose -> validate -> data -> model -> fit -> test -> summary.
+
+Everything a run produces lands in its Hydra run directory: the resolved
+config (.hydra/), checkpoints/ (best and last), metrics.csv,
+learning_curves.png, samples/ and summary.json. The returned value is the
+metric sweepers optimise (`optimized_metric`, default val/loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from audiolstm.callbacks import ReseedEachEpoch
+from audiolstm.checkpoints import load_checkpoint
+from audiolstm.config import to_container, validate_train
+from audiolstm.datamodule import AudioDataModule
+from audiolstm.errors import UserError
+from audiolstm.model import AudioRNN
+from audiolstm.plots import plot_learning_curves
+from audiolstm.runinfo import epoch_curves, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_label() -> str:
+    """The run's overrides ("model=lstm_300x2,data.x_len=4000"), or "default"."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().job.override_dirname or "default"
+    except ValueError:  # not inside a Hydra app (tests, notebooks)
+        return "default"
+
+
+def find_last_checkpoint(log_dir: Path, task_name: str, exclude: Path | None = None) -> Path:
+    """`ckpt_path=last`: the most recently written last.ckpt of any earlier run of this task."""
+    found = [
+        p for p in (log_dir / task_name).glob("**/checkpoints/last.ckpt")
+        if exclude is None or exclude.resolve() not in p.resolve().parents
+    ]
+    if not found:
+        raise UserError(f"ckpt_path=last: no earlier run with checkpoints/last.ckpt under "
+                        f"{log_dir / task_name}")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None) -> list[Logger]:
+    loggers: list[Logger] = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra: dict[str, Any] = {}
+        if name == "wandb":
+            extra["id"] = wandb_id
+            if node.get("name") is None:
+                extra["name"] = run_label()
+        loggers.append(instantiate(node, **extra))
+    if not any(isinstance(lg, CSVLogger) for lg in loggers):  # CSV is always on
+        loggers.insert(0, CSVLogger(save_dir=str(run_dir), name="", version=""))
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    callbacks.append(ReseedEachEpoch(cfg.seed))
+    return callbacks
+
+
+def _warm_start(model: AudioRNN, ckpt: dict[str, Any], path: str) -> None:
+    """init_from: copy weights whose names and shapes match; refuse if the net differs."""
+    own = model.state_dict()
+    theirs = ckpt["state_dict"]
+    mismatched = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape]
+    if mismatched:
+        raise UserError(
+            f"init_from={path}: weights do not fit this model ({mismatched[0]} differs; "
+            "the architecture and data.x_len/repr must match the checkpoint's)"
+        )
+    model.load_state_dict({k: theirs[k] for k in own})
+
+
+def run(cfg: DictConfig) -> float:
+    """Train (and test) one configuration; returns cfg.optimized_metric."""
+    validate_train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path == "last":
+        ckpt_path = str(find_last_checkpoint(Path(cfg.paths.log_dir), cfg.task_name, run_dir))
+    resume = load_checkpoint(ckpt_path, "ckpt_path") if ckpt_path else None
+    init = load_checkpoint(cfg.init_from, "init_from") if cfg.init_from else None
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = AudioDataModule(to_container(cfg.data), to_container(cfg.norm),
+                         to_container(cfg.repr), seed=cfg.seed)
+    dm.prepare_data()
+    dm.setup("fit")
+
+    model = AudioRNN(input_dim=dm.input_dim, **to_container(cfg.model))
+    if init is not None:
+        _warm_start(model, init, cfg.init_from)
+    model.data_state = dm.state_dict()
+
+    wandb_id = (resume["audiolstm"].get("wandb_id") if resume else None)
+    loggers = build_loggers(cfg, run_dir, wandb_id)
+    callbacks = build_callbacks(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    hparams = to_container(cfg) | {"params": model.num_params, "run_dir": str(run_dir)}
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
+            model.wandb_id = lg.experiment.id
+            lg.experiment.summary["params"] = model.num_params
+        if not isinstance(lg, CSVLogger):
+            lg.log_hyperparams(hparams)
+
+    if trainer.is_global_zero:
+        log.info("model: %s parameters, input dim %d; run dir %s",
+                 f"{model.num_params:,}", dm.input_dim, run_dir)
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - t0
+
+    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = ckpt_cb.best_model_path if ckpt_cb and ckpt_cb.best_model_path else None
+    best_val = float(ckpt_cb.best_model_score) if ckpt_cb and ckpt_cb.best_model_score is not None \
+        else _metric(trainer, "val/loss")
+    val_metrics = {k: _metric(trainer, k) for k in list(trainer.callback_metrics)
+                   if k.startswith("val/")}
+
+    test_metrics: dict[str, float] = {}
+    if cfg.test:
+        trainer.test(model, datamodule=dm, ckpt_path=best, weights_only=False)
+        test_metrics = {k: _metric(trainer, k) for k in list(trainer.callback_metrics)
+                        if k.startswith("test/")}
+
+    if not trainer.is_global_zero:
+        return float(best_val)
+    for lg in loggers:
+        lg.save()
+    summary = {
+        "status": "completed",
+        "run_dir": str(run_dir),
+        "overrides": run_label(),
+        "sweep_name": cfg.get("sweep_name"),
+        "best_val_loss": best_val,
+        "val": val_metrics,
+        "test_loss": test_metrics.get("test/loss"),
+        "test_mse_zero": test_metrics.get("test/mse_zero"),
+        "test_mse_persistence": test_metrics.get("test/mse_persistence"),
+        "test_rel_zero": test_metrics.get("test/rel_zero"),
+        "test_rel_persistence": test_metrics.get("test/rel_persistence"),
+        "params": model.num_params,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "train_seconds": train_seconds,
+        "ckpt_best": best,
+        "ckpt_last": (str(Path(ckpt_cb.dirpath) / "last.ckpt")
+                      if ckpt_cb and ckpt_cb.save_last else None),
+        "wandb_id": model.wandb_id,
+    }
+    summary |= getattr(model, "sample_metrics", None) or {}
+    write_json(run_dir / "summary.json", summary)
+    curves = epoch_curves(run_dir / "metrics.csv")
+    if curves:
+        plot_learning_curves(run_dir / "learning_curves.png", {run_label(): curves},
+                             title=f"{run_label()} ({model.num_params:,} params)")
+    _verdict(summary)
+    print(f"outputs: {run_dir}", flush=True)
+    metric = cfg.optimized_metric
+    value = best_val if metric == "val/loss" else _metric(trainer, metric)
+    return float(value) if value is not None else math.nan
+
+
+def _metric(trainer: pl.Trainer, key: str) -> float | None:
+    v = trainer.callback_metrics.get(key)
+    return None if v is None else float(torch.as_tensor(v).item())
+
+
+def _verdict(summary: dict[str, Any]) -> None:
+    """Say plainly whether the model beats the trivial predictors on the test split."""
+    loss, zero, pers = (summary.get(k) for k in ("test_loss", "test_mse_zero",
+                                                 "test_mse_persistence"))
+    if loss is None or zero is None or pers is None:
+        return
+    best_name, best = min((("zero", zero), ("persistence", pers)), key=lambda t: t[1])
+    if loss >= best:
+        print(f"WARNING: test MSE {loss:.4g} does not beat the {best_name} baseline "
+              f"({best:.4g}): the model has learned nothing useful yet", file=sys.stderr)
+    else:
+        print(f"test MSE {loss:.4g} = {loss / zero:.3f} x zero baseline, "
+              f"{loss / pers:.3f} x persistence baseline", flush=True)
