@@ -91,3 +91,21 @@ def generate(cfg: DictConfig) -> Any:
     from audiolstm.generate import run
 
     return guarded(run, cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explore")
+def explore(cfg: DictConfig) -> Any:
+    from audiolstm.explore import run
+
+    return guarded(run, cfg)
+
+
+def report(argv: list[str] | None = None) -> int:
+    """`python report.py DIR [DIR ...] [--out OUT]` (argparse: a report is no Hydra job)."""
+    from audiolstm.report import main
+
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return UserError.exit_code
