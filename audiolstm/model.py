@@ -13,6 +13,7 @@ once per chunk. Without `tbptt_steps` a batch is one chunk (full BPTT).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -33,6 +34,27 @@ class NonFiniteLossError(UserError):
 
 def detach_state(state: State) -> State:
     return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
+
+
+def tbptt_step(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None,
+               update: Callable[[Tensor], None]) -> Tensor:
+    """Truncated BPTT over one batch: one `update(loss)` per chunk of `chunk` frames.
+
+    The state leaves each chunk detached, so no gradient crosses a chunk
+    boundary while the forward pass still sees the whole history. Returns the
+    frame-weighted mean loss of the batch (detached) for logging.
+    """
+    steps = x.shape[1]
+    chunk = chunk or steps
+    state: State | None = None
+    total = torch.zeros((), device=x.device)
+    for start in range(0, steps, chunk):
+        pred, state = model(x[:, start : start + chunk], state)
+        loss = F.mse_loss(pred, y[:, start : start + chunk])
+        update(loss)
+        state = detach_state(state)
+        total = total + loss.detach() * pred.shape[1]
+    return total / steps
 
 
 class AudioRNN(pl.LightningModule):
@@ -100,15 +122,9 @@ class AudioRNN(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        x, y = batch[:, :-1], batch[:, 1:]
         opt = self.optimizers()
-        steps = x.shape[1]
-        chunk = self.hparams.tbptt_steps or steps
-        state: State | None = None
-        total = torch.zeros((), device=x.device)
-        for start in range(0, steps, chunk):
-            pred, state = self(x[:, start : start + chunk], state)
-            loss = F.mse_loss(pred, y[:, start : start + chunk])
+
+        def update(loss: Tensor) -> None:
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
@@ -122,11 +138,10 @@ class AudioRNN(pl.LightningModule):
                     opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm"
                 )
             opt.step()
-            state = detach_state(state)
-            total = total + loss.detach() * pred.shape[1]
-        loss = total / steps
+
+        loss = tbptt_step(self, batch[:, :-1], batch[:, 1:], self.hparams.tbptt_steps, update)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=x.shape[0])
+                 batch_size=batch.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from audiolstm.callbacks import ReseedEachEpoch
+from audiolstm.callbacks import ReseedEachBatch
 from audiolstm.checkpoints import load_checkpoint
 from audiolstm.config import to_container, validate_train
 from audiolstm.datamodule import AudioDataModule
@@ -74,7 +74,12 @@ def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None) -> list[
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
-    callbacks.append(ReseedEachEpoch(cfg.seed))
+    callbacks.append(ReseedEachBatch(cfg.seed))
+    if cfg.get("optuna"):  # a trial of the Optuna sweeper: report each epoch, maybe prune
+        from audiolstm.optuna_pruning import OptunaPruning
+
+        callbacks.append(OptunaPruning.from_config(to_container(cfg.optuna),
+                                                   monitor=cfg.optimized_metric))
     return callbacks
 
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated cache, W&B offline, and Hydra composition helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from audiolstm import PROJECT_ROOT
+from audiolstm.config import register_configs
+
+ROOT = PROJECT_ROOT
+CONF = str(PROJECT_ROOT / "conf")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never touch the user's cache, W&B account or network."""
+    os.environ["AUDIOLSTM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ.pop("WANDB_API_KEY", None)
+    register_configs()
+
+
+def compose_cfg(overrides: list[str], out: Path | None = None,
+                config_name: str = "train") -> DictConfig:
+    """Compose a config as the CLI would, with the run directory at `out`."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(out or ROOT)
+        cfg.paths.output_dir = str(out) if out else None
+        cfg.paths.cache_dir = os.environ["AUDIOLSTM_CACHE_DIR"]
+    return cfg
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a root script (train.py, generate.py, ...) the way a user would."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+SMOKE = ["debug=smoke", "data.synth_seconds=20", "callbacks.sample_generation.seconds=0.5",
+         "callbacks.sample_generation.seed_seconds=0.5"]

@@ -1,0 +1,222 @@
+"""Generation: strategies against the O(n^2) reference, de-ticking, outputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiolstm.features import Representation
+from audiolstm.generate import (
+    continue_audio,
+    crossfade_boundaries,
+    frame_signal,
+    frames_to_audio,
+    generate_frames,
+    generate_refeed,
+    generate_stateful,
+    overlap_add,
+)
+from audiolstm.metrics import tick_score
+from audiolstm.model import AudioRNN
+from audiolstm.normalize import fit_normalizer
+from audiolstm.training import run
+from tests.conftest import SMOKE, compose_cfg, run_script
+
+
+def _model(cell: str, layers: int, dim: int, forget_bias: float | None = None,
+           dtype=torch.float32) -> AudioRNN:
+    torch.manual_seed(layers * 10 + dim)
+    m = AudioRNN(input_dim=dim, cell=cell, hidden_sizes=[16] * layers, forget_bias=forget_bias)
+    return m.to(dtype).eval()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("kind", ["time", "fft"])
+def test_stateful_equals_refeed_under_teacher_forcing(cell: str, layers: int, kind: str) -> None:
+    """Same frames in, step-by-step carried state vs re-running the whole history."""
+    x_len = 12
+    rep = Representation(kind, x_len)
+    model = _model(cell, layers, rep.dim)
+    frames = rep.encode(torch.randn(30, x_len))
+    with torch.no_grad():
+        _, state = model(frames[None, :5])
+        stateful = []
+        for t in range(5, 30):
+            y, state = model(frames[None, t : t + 1], state)
+            stateful.append(y[0, -1])
+        refeed = [model(frames[None, : t + 1])[0][0, -1] for t in range(5, 30)]
+    diff = (torch.stack(stateful) - torch.stack(refeed)).abs().max().item()
+    assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("kind", ["time", "fft"])
+def test_stateful_equals_refeed_free_running_in_float64(cell: str, layers: int, kind: str) -> None:
+    x_len = 10
+    rep = Representation(kind, x_len)
+    model = _model(cell, layers, rep.dim, forget_bias=2.0, dtype=torch.float64)
+    seed = rep.encode(torch.randn(6, x_len, dtype=torch.float64))
+    a = generate_stateful(model, seed, 40)
+    b = generate_refeed(model, seed, 40)
+    assert a.shape == (40, rep.dim)
+    assert (a - b).abs().max().item() <= 1e-12
+
+
+def test_sliding_matches_refeed_until_history_exceeds_window() -> None:
+    window = 8
+    model = _model("lstm", 2, 6, forget_bias=3.0, dtype=torch.float64)  # long memory
+    seed = torch.randn(3, 6, dtype=torch.float64)
+    full = generate_frames(model, seed, 20, "refeed")
+    slid = generate_frames(model, seed, 20, "sliding", window=window)
+    # frame i is predicted from 3 + i frames of history
+    same = window - 3 + 1
+    assert (full[:same] - slid[:same]).abs().max() <= 1e-12
+    assert (full[same:] - slid[same:]).abs().max() > 1e-6
+    assert (full[same] - slid[same]).abs().max() > 1e-6  # the first frame that forgets differs
+
+
+def test_sliding_with_huge_window_is_refeed() -> None:
+    model = _model("gru", 1, 5, dtype=torch.float64)
+    seed = torch.randn(4, 5, dtype=torch.float64)
+    assert torch.equal(generate_frames(model, seed, 10, "sliding", window=100),
+                       generate_frames(model, seed, 10, "refeed"))
+
+
+def test_unknown_strategy_and_bad_window() -> None:
+    model = _model("lstm", 1, 4)
+    with pytest.raises(Exception, match="strategy='beam'"):
+        generate_frames(model, torch.randn(2, 4), 3, "beam")
+    with pytest.raises(Exception, match="window"):
+        generate_frames(model, torch.randn(2, 4), 3, "sliding", window=0)
+
+
+@pytest.mark.parametrize("x_len,hop", [(16, 8), (16, 4), (15, 5), (16, 16), (10, 3)])
+def test_overlap_add_reconstructs_known_signal_exactly(x_len: int, hop: int) -> None:
+    x = np.random.default_rng(0).standard_normal(x_len + 20 * hop).astype(np.float32)
+    frames = frame_signal(x, x_len, hop)
+    rebuilt = overlap_add(frames, hop)
+    assert len(rebuilt) == len(x)
+    np.testing.assert_allclose(rebuilt, x, atol=1e-6)
+    # the naive slicing definition of the frames
+    for k in (0, 3, len(frames) - 1):
+        assert np.array_equal(frames[k], x[k * hop : k * hop + x_len])
+
+
+def test_crossfade_removes_boundary_jumps() -> None:
+    t = np.arange(64 * 10)
+    smooth = np.sin(2 * np.pi * t / 200).astype(np.float32)
+    frames = smooth.reshape(10, 64) + np.arange(10)[:, None] * 0.3  # planted jumps
+    raw = frames.reshape(-1)
+    faded = crossfade_boundaries(frames, float(raw[0] - (raw[1] - raw[0])), 16)
+    assert tick_score(raw, 64) > 10
+    assert tick_score(faded, 64) < 2
+    assert np.allclose(faded.reshape(10, 64)[:, 16:], frames[:, 16:])  # only the start changes
+
+
+def test_frames_to_audio_without_deticking_keeps_new_samples() -> None:
+    x = np.arange(40, dtype=np.float32)
+    seed = frame_signal(x[:16], 8, 4)  # 3 frames covering 0..15
+    gen = frame_signal(x[12:40], 8, 4)  # the frames that follow (at 12, 16, ...)
+    audio, start = frames_to_audio(seed, gen, 4, "none")
+    assert start == 16
+    np.testing.assert_array_equal(audio, x[: len(audio)])
+    audio2, _ = frames_to_audio(seed, gen, 4, "ola")
+    np.testing.assert_allclose(audio2, x[: len(audio2)], atol=1e-5)
+
+
+def _data_state(x_len: int, hop: int | None, kind: str, norm) -> dict:
+    rep = Representation(kind, x_len)
+    return {"data": {"sample_rate": 8000, "x_len": x_len, "hop": hop},
+            "normalizer": norm.state_dict(), "repr": {"kind": kind, "standardize": False},
+            "representation": rep.state_dict()}
+
+
+@pytest.mark.parametrize("kind", ["time", "rfft"])
+def test_continuation_is_at_original_scale(kind: str) -> None:
+    rng = np.random.default_rng(1)
+    train = (rng.standard_normal(10000) * 3000 + 500).astype(np.float32)  # int16-like scale
+    norm = fit_normalizer("std", train)
+    state = _data_state(40, None, kind, norm)
+    model = _model("lstm", 1, 40)
+    seed = train[:400]
+    cont = continue_audio(model, state, seed, "train", seconds=0.1)
+    assert cont.seed_len == 400 and len(cont.generated) == 800
+    np.testing.assert_allclose(cont.audio[:400], seed, rtol=1e-5, atol=1e-2)
+    # a normalised prediction of magnitude ~1 comes back at ~3000 (denormalised)
+    assert 100 < np.abs(cont.generated - 500).mean() < 30000
+    assert cont.metrics["real_time_factor"] > 0
+
+
+def _trained_checkpoint(tmp_path: Path, *extra: str) -> Path:
+    out = tmp_path / "train"
+    run(compose_cfg([*SMOKE, "model=lstm_300x1", "model.hidden_sizes=[16]", "data.x_len=400",
+                     "~callbacks.sample_generation", *extra], out))
+    return out / "checkpoints/last.ckpt"
+
+
+def test_generate_cli_writes_wav_png_json(tmp_path: Path) -> None:
+    ckpt = _trained_checkpoint(tmp_path)
+    out = tmp_path / "gen"
+    res = run_script("generate.py", f"ckpt_path={ckpt}", "seconds=1.0", "seed.seconds=0.5",
+                     "seed.split=val", "deticking=crossfade", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    audio, sr = sf.read(out / "generated.wav", dtype="float32")
+    assert sr == 16000 and len(audio) == 8000 + 16000
+    record = json.loads((out / "generated.json").read_text())
+    assert record["settings"]["strategy"] == "stateful"
+    for key in ("tick_score", "rms_ratio", "log_spectral_distance_db", "real_time_factor"):
+        assert key in record["metrics"]
+    assert (out / "generated.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the seed part is the val split audio at the original scale
+    from audiolstm.checkpoints import model_from_checkpoint
+    from audiolstm.datamodule import AudioDataModule
+
+    dm = AudioDataModule.from_state_dict(model_from_checkpoint(ckpt).data_state)
+    dm.setup()
+    start = int(round(record["settings"]["seed_start_seconds"] * sr))
+    np.testing.assert_allclose(audio[:8000], dm.splits["val"][start : start + 8000], atol=1e-6)
+
+
+def test_generate_from_a_seed_file_with_overlap(tmp_path: Path) -> None:
+    ckpt = _trained_checkpoint(tmp_path, "data.hop=200")
+    seed_file = tmp_path / "seed.wav"
+    t = np.arange(22050) / 22050
+    sf.write(seed_file, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050)
+    out = tmp_path / "gen"
+    res = run_script("generate.py", f"ckpt_path={ckpt}", f"seed.path={seed_file}",
+                     "seed.seconds=0.5", "seconds=0.5", "strategy=sliding", "window=4",
+                     f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    record = json.loads((out / "generated.json").read_text())
+    assert record["settings"]["deticking"] == "ola"
+    assert record["settings"]["seed_source"] == str(seed_file)
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_bytes(b"not a checkpoint at all" * 10), "not a readable PyTorch"),
+    (lambda p: torch.save({"weights": torch.zeros(2)}, p), "not an audiolstm checkpoint"),
+])
+def test_bad_ckpt_path_messages(tmp_path: Path, make, msg: str) -> None:
+    p = tmp_path / "model.ckpt"
+    make(p)
+    res = run_script("generate.py", f"ckpt_path={p}", f"hydra.run.dir={tmp_path / 'g'}")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0] and "ckpt_path=" in lines[0], res.stderr
+    assert not (tmp_path / "g/generated.wav").exists()
+
+
+def test_pickled_code_in_checkpoint_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "audiolstm": {"data_state": {}}, "x": Path("/")}, p)
+    res = run_script("generate.py", f"ckpt_path={p}", f"hydra.run.dir={tmp_path / 'g'}")
+    assert res.returncode == 2 and "not a readable PyTorch checkpoint" in res.stderr

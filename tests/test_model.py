@@ -1,0 +1,186 @@
+"""AudioRNN: initialisation, train/eval behaviour, truncated BPTT, evaluation baselines."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from audiolstm.model import AudioRNN, tbptt_step
+from audiolstm.windows import identity_collate
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bias", [0.0, 1.0, 3.0])
+def test_forget_bias_effective_value(cell: str, bias: float) -> None:
+    model = AudioRNN(input_dim=8, cell=cell, hidden_sizes=[5, 7], forget_bias=bias)
+    for layer in model.layers:
+        h = layer.hidden_size
+        effective = layer.bias_ih_l0 + layer.bias_hh_l0
+        assert torch.equal(effective[h : 2 * h], torch.full((h,), bias))
+        # the other gates keep PyTorch's random init
+        assert not torch.all(effective[:h] == 0)
+
+
+def test_forget_bias_none_keeps_default_init() -> None:
+    torch.manual_seed(0)
+    model = AudioRNN(input_dim=4, hidden_sizes=[6], forget_bias=None)
+    b = model.layers[0].bias_ih_l0[6:12] + model.layers[0].bias_hh_l0[6:12]
+    assert b.abs().max() < 2 / math.sqrt(6) and b.std() > 0
+
+
+def test_per_layer_sizes_and_head() -> None:
+    model = AudioRNN(input_dim=10, hidden_sizes=[4, 6, 3])
+    assert [layer.hidden_size for layer in model.layers] == [4, 6, 3]
+    assert [layer.input_size for layer in model.layers] == [10, 4, 6]
+    y, state = model(torch.randn(2, 5, 10))
+    assert y.shape == (2, 5, 10) and len(state) == 3
+
+
+def test_noise_and_dropout_only_in_training() -> None:
+    torch.manual_seed(0)
+    model = AudioRNN(input_dim=6, hidden_sizes=[8, 8], input_noise=0.5, input_dropout=0.5,
+                     dropout=0.5)
+    x = torch.randn(3, 4, 6)
+    model.eval()
+    a, _ = model(x)
+    b, _ = model(x)
+    assert torch.equal(a, b)  # deterministic in eval
+    model.train()
+    c, _ = model(x)
+    d, _ = model(x)
+    assert not torch.allclose(c, d) and not torch.allclose(a, c)
+
+
+def test_noise_alone_is_gaussian_with_sigma() -> None:
+    model = AudioRNN(input_dim=1, hidden_sizes=[1], input_noise=0.1)
+    seen = []
+    model.input_dropout.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    x = torch.zeros(1, 20000, 1)
+    model.train()
+    model(x)
+    assert abs(seen[0].std().item() - 0.1) < 0.005
+    model.eval()
+    model(x)
+    assert torch.equal(seen[1], x)
+
+
+def test_tbptt_updates_per_chunk_and_no_gradient_crosses_chunks() -> None:
+    torch.manual_seed(0)
+    model = AudioRNN(input_dim=3, hidden_sizes=[4, 4], forget_bias=3.0)
+    x = torch.randn(2, 10, 3, requires_grad=True)
+    y = torch.randn(2, 10, 3)
+    grads = []
+
+    def update(loss: torch.Tensor) -> None:
+        loss.backward()
+        grads.append(x.grad.clone())
+
+    tbptt_step(model, x, y, 4, update)
+    assert len(grads) == math.ceil(10 / 4)
+    # chunk k's loss must not reach inputs of earlier chunks
+    for k in range(1, 3):
+        before = grads[k - 1][:, : 4 * k]
+        assert torch.equal(grads[k][:, : 4 * k], before)
+        assert grads[k][:, 4 * k : 4 * (k + 1)].abs().sum() > 0
+    # without truncation the last frame's loss reaches the first input
+    x.grad = None
+    full = []
+    tbptt_step(model, x, y, None, lambda loss: (loss.backward(), full.append(x.grad.clone())))
+    assert len(full) == 1 and full[0][:, 0].abs().sum() > 0
+
+
+def test_tbptt_loss_equals_full_forward_loss() -> None:
+    """Detaching changes gradients, not values: the logged loss is the plain MSE."""
+    torch.manual_seed(1)
+    model = AudioRNN(input_dim=3, hidden_sizes=[5])
+    x, y = torch.randn(2, 9, 3), torch.randn(2, 9, 3)
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(model(x)[0], y)
+        got = tbptt_step(model, x, y, 4, lambda loss: None)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+class _Frames(torch.utils.data.Dataset):
+    def __init__(self, frames: torch.Tensor) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitems__(self, idx: list[int]) -> torch.Tensor:
+        return self.frames[idx]
+
+
+def _trainer(**kw) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, **kw)
+
+
+@pytest.mark.parametrize("tbptt,expected", [(None, 1), (3, 3), (4, 2), (7, 1)])
+def test_optimizer_steps_per_batch(tbptt: int | None, expected: int) -> None:
+    frames = torch.randn(8, 8, 3)  # seq_len 7
+    model = AudioRNN(input_dim=3, hidden_sizes=[4], tbptt_steps=tbptt)
+    loader = DataLoader(_Frames(frames), batch_size=4, collate_fn=identity_collate)
+    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    trainer.fit(model, loader)
+    assert trainer.global_step == 2 * expected  # two batches
+
+
+def test_validation_logs_baselines_on_hand_made_batch() -> None:
+    # one example, D=2, seq_len 2: frames f0, f1, f2 -> inputs (f0, f1), targets (f1, f2)
+    frames = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.0, 4.0]]])
+    mse_zero = (9 + 1 + 0 + 16) / 4
+    mse_pers = ((3 - 1) ** 2 + (-1 - 2) ** 2 + (0 - 3) ** 2 + (4 + 1) ** 2) / 4
+    model = AudioRNN(input_dim=2, hidden_sizes=[3])
+    with torch.no_grad():
+        pred, _ = model(frames[:, :-1])
+        mse_model = torch.nn.functional.mse_loss(pred, frames[:, 1:]).item()
+    loader = DataLoader(_Frames(frames), batch_size=1, collate_fn=identity_collate)
+    (res,) = _trainer().validate(model, loader, verbose=False)
+    assert res["val/mse_zero"] == pytest.approx(mse_zero)
+    assert res["val/mse_persistence"] == pytest.approx(mse_pers)
+    assert res["val/loss"] == pytest.approx(mse_model, rel=1e-5)
+    assert res["val/rel_zero"] == pytest.approx(mse_model / mse_zero, rel=1e-5)
+    assert res["val/rel_persistence"] == pytest.approx(mse_model / mse_pers, rel=1e-5)
+
+
+def test_validation_means_are_exact_over_uneven_batches() -> None:
+    torch.manual_seed(0)
+    frames = torch.randn(5, 4, 3)
+    model = AudioRNN(input_dim=3, hidden_sizes=[3])
+    loader = DataLoader(_Frames(frames), batch_size=2, collate_fn=identity_collate)  # 2, 2, 1
+    (res,) = _trainer().validate(model, loader, verbose=False)
+    assert res["val/mse_zero"] == pytest.approx((frames[:, 1:] ** 2).mean().item(), rel=1e-6)
+
+
+def test_non_finite_loss_is_a_clear_error() -> None:
+    from audiolstm.model import NonFiniteLossError
+
+    frames = torch.randn(4, 5, 3)
+    frames[0, 2, 1] = float("nan")
+    model = AudioRNN(input_dim=3, hidden_sizes=[4])
+    loader = DataLoader(_Frames(frames), batch_size=4, collate_fn=identity_collate)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
+        _trainer(max_epochs=1, limit_val_batches=0).fit(model, loader)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no step taken with NaN
+
+
+def test_scheduler_and_rmsprop_from_config() -> None:
+    model = AudioRNN(
+        input_dim=3, hidden_sizes=[4],
+        optimizer={"_target_": "torch.optim.RMSprop", "_partial_": True, "lr": 0.01},
+        scheduler={"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True,
+                   "step_size": 1, "gamma": 0.5},
+    )
+    loader = DataLoader(_Frames(torch.randn(4, 4, 3)), batch_size=4, collate_fn=identity_collate)
+    trainer = _trainer(max_epochs=3, limit_val_batches=0)
+    trainer.fit(model, loader)
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.RMSprop)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**3)
