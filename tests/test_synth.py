@@ -1,0 +1,143 @@
+"""The built-in drone: deterministic, well-formed, and carrying the structure TRUTH claims."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from audiolstm import synth
+from audiolstm.synth import TRUTH, VERSION, SynthTruth, synth_drone
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def ten_minutes() -> np.ndarray:
+    return synth_drone(600.0, SR, 0)
+
+
+def rms_envelope(x: np.ndarray, hop: int) -> np.ndarray:
+    frames = x[: len(x) // hop * hop].astype(np.float64).reshape(-1, hop)
+    return np.sqrt((frames**2).mean(axis=1))
+
+
+def envelope_period(x: np.ndarray, sr: int, lo: float = 2.5, hi: float = 12.0) -> float:
+    """Lag (s) of the highest autocorrelation peak of the 0.1 s RMS envelope in [lo, hi]."""
+    hop = sr // 10
+    env = rms_envelope(x, hop)
+    env = env - env.mean()
+    ac = np.correlate(env, env, "full")[len(env) - 1 :]
+    a, b = int(lo * 10), int(hi * 10)
+    lag = a + int(np.argmax(ac[a:b]))
+    # Parabolic refinement: the 0.1 s grid alone is coarser than the tolerance.
+    y0, y1, y2 = ac[lag - 1], ac[lag], ac[lag + 1]
+    return (lag + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)) / 10
+
+
+def test_truth_is_frozen_and_matches_the_seed_track():
+    assert isinstance(TRUTH, SynthTruth) and VERSION == 1
+    assert round(TRUTH.lead_in_seconds * SR) == 2000
+    assert round(TRUTH.fade_seconds * SR) == 20000
+    assert TRUTH.pulse_period_early == pytest.approx(7.0)
+    assert 60 / TRUTH.pulse_period_late == pytest.approx(14.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TRUTH.pulse_period_early = 3.0  # type: ignore[misc]
+
+
+def test_ten_minutes_shape_dtype_and_level(ten_minutes):
+    x = ten_minutes
+    assert x.shape == (600 * SR,) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.isfinite(x).all()
+    assert 0.3 <= np.abs(x).max() <= 0.9
+
+
+def test_lead_in_is_exactly_silent_then_sound_starts(ten_minutes):
+    x = ten_minutes
+    assert np.all(x[:2000] == 0.0)
+    assert np.abs(x[2000:4000]).max() > 0.01
+
+
+def test_fade_out_ends_at_exactly_zero(ten_minutes):
+    x = ten_minutes
+    assert x[-1] == 0.0
+    fade = round(TRUTH.fade_seconds * SR)
+    before = np.abs(x[-fade - SR : -fade]).max()
+    assert np.abs(x[-400:]).max() < 0.01 * before
+
+
+def test_fade_out_is_a_smooth_monotone_gain():
+    # Prefix stability lets the longer drone stand in for the unfaded signal.
+    x, longer = synth_drone(10.0, SR, 5), synth_drone(11.0, SR, 5)
+    fade = round(TRUTH.fade_seconds * SR)
+    np.testing.assert_allclose(x[:-fade], longer[: len(x) - fade], atol=1e-6)
+    faded, unfaded = x[-fade:].astype(np.float64), longer[len(x) - fade : len(x)]
+    ok = np.abs(unfaded) > 0.05
+    gain = faded[ok] / unfaded[ok]
+    assert np.all(np.diff(gain) <= 1e-6)  # monotone decay, not a cut
+    assert gain[0] > 0.99 and gain[-1] < 0.05
+
+
+def test_deterministic_per_seed():
+    a, b, c = synth_drone(5.0, SR, 3), synth_drone(5.0, SR, 3), synth_drone(5.0, SR, 4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[4000:], c[4000:], atol=1e-3)
+
+
+@pytest.mark.parametrize("seconds, sr", [(2.0, 16000), (1.5, 8000), (0.75, 44100)])
+def test_length_and_dtype(seconds, sr):
+    x = synth_drone(seconds, sr, 1)
+    assert x.shape == (round(seconds * sr),) and x.dtype == np.float32
+    assert np.isfinite(x).all() and x[-1] == 0.0
+
+
+@pytest.mark.parametrize("seconds", [0.5, 0.13, 0.01, 1e-9])
+def test_shorter_than_lead_in_plus_fade_is_still_valid(seconds):
+    x = synth_drone(seconds, SR, 0)
+    assert x.dtype == np.float32 and len(x) == max(1, round(seconds * SR))
+    assert np.isfinite(x).all() and x[-1] == 0.0
+    assert np.all(x[: min(len(x), 2000)] == 0.0)
+    assert np.abs(x).max() <= 0.9
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_duration_raises(seconds):
+    with pytest.raises(ValueError, match="seconds"):
+        synth_drone(seconds, SR, 0)
+
+
+def test_chunks_are_seamless(monkeypatch):
+    whole = synth_drone(6.0, SR, 2)
+    monkeypatch.setattr(synth, "_CHUNK", 12345)  # boundaries fall mid-cycle
+    pieces = synth_drone(6.0, SR, 2)
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)
+
+
+def test_prefix_stable_across_durations(ten_minutes):
+    short = synth_drone(30.0, SR, 0)
+    body = 30 * SR - round(TRUTH.fade_seconds * SR)
+    np.testing.assert_allclose(short[:body], ten_minutes[:body], atol=1e-6)
+
+
+def test_fundamental_near_110_hz(ten_minutes):
+    seg = ten_minutes[10 * SR : 20 * SR].astype(np.float64)
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    freqs = np.fft.rfftfreq(len(seg), 1 / SR)
+    assert 100 <= freqs[np.argmax(spec)] <= 120
+    harmonics = spec[(freqs > 200) & (freqs < 600)].max()
+    assert harmonics > 0.05 * spec.max()  # more than a bare sine
+
+
+def test_pulsation_period_early_and_late(ten_minutes):
+    early = envelope_period(ten_minutes[1 * SR : 59 * SR], SR)
+    late = envelope_period(ten_minutes[62 * SR : 300 * SR], SR)
+    assert early == pytest.approx(TRUTH.pulse_period_early, rel=0.03)
+    assert late == pytest.approx(TRUTH.pulse_period_late, rel=0.03)
+
+
+def test_pulsations_are_deep(ten_minutes):
+    env = rms_envelope(ten_minutes[1 * SR : 59 * SR], SR // 10)
+    lo, hi = np.percentile(env, [3, 97])
+    assert 1 - lo / hi > 0.5  # clearly visible swells, not a ripple
+    assert lo > 0.0  # but the drone never stops between them
