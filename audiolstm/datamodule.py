@@ -22,33 +22,24 @@ from audiolstm.config import SPLITS, validate_data
 from audiolstm.errors import UserError
 from audiolstm.features import Representation
 from audiolstm.normalize import Normalizer, fit_normalizer
-from audiolstm.windows import WindowDataset, WindowSpec, identity_collate
-
-#: Frames drawn (evenly spaced) from the training split to fit per-dimension feature statistics.
-FEATURE_FIT_FRAMES = 4096
+from audiolstm.windows import ShuffleSampler, WindowDataset, WindowSpec, identity_collate
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A random permutation per epoch, seeded by (seed, epoch).
+class ShardSampler(Sampler[int]):
+    """Rank r of w evaluates examples r, r + w, r + 2w, ...: every example once, no padding.
 
-    Unlike `RandomSampler` (which draws from the global RNG), the order of
-    epoch e does not depend on what ran before it, so resuming from a
-    checkpoint replays exactly the batches a straight run would have seen.
-    Lightning calls `set_epoch` on samplers that have it.
+    Evaluation sums are reduced over ranks (AudioRNN._eval_epoch_end), so the
+    split-wide means stay exact under DDP, which padding would bias.
     """
 
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.n, self.num_replicas, self.rank = n, num_replicas, rank
 
     def __len__(self) -> int:
-        return self.n
+        return len(range(self.rank, self.n, self.num_replicas))
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(range(self.rank, self.n, self.num_replicas))
 
 
 def split_bounds(n: int, ratios: list[float]) -> dict[str, tuple[int, int]]:
@@ -134,7 +125,10 @@ class AudioDataModule(pl.LightningDataModule):
                 {k: v for k, v in self.splits.items() if k != "train"},
             )
         if self.representation.standardize and not self.representation.fitted:
-            self.representation.fit(self._feature_fit_frames())
+            # all non-overlapping training frames, streamed (a view, no copy)
+            train, x_len = self.splits["train"], self.data_cfg["x_len"]
+            frames = train[: len(train) // x_len * x_len].reshape(-1, x_len)
+            self.representation.fit(frames, *self.normalizer.affine("train"))
 
     def _check_lengths(self) -> None:
         """Every split must hold at least one example: say what duration would."""
@@ -160,14 +154,6 @@ class AudioDataModule(pl.LightningDataModule):
         d = self.data_cfg
         return str(d.get("path")) if d["source"] != "synthetic" else "data=synthetic"
 
-    def _feature_fit_frames(self) -> torch.Tensor:
-        """Evenly spaced normalised training frames for the per-dimension feature statistics."""
-        train, x_len = self.splits["train"], self.data_cfg["x_len"]
-        n_frames = len(train) // x_len
-        idx = np.linspace(0, n_frames - 1, min(FEATURE_FIT_FRAMES, n_frames)).astype(int)
-        frames = np.stack([train[i * x_len : (i + 1) * x_len] for i in idx]).astype(np.float32)
-        return torch.from_numpy(self.normalizer.transform(frames, "train").astype(np.float32))
-
     # ------------------------------------------------------------------ datasets
     def dataset(self, split: str) -> WindowDataset:
         """A windows dataset over one split, normalised with that split's affine map."""
@@ -191,11 +177,17 @@ class AudioDataModule(pl.LightningDataModule):
         if pin is None:
             pin = torch.cuda.is_available()
         workers = int(d["num_workers"])
+        # Our samplers shard over DDP ranks themselves (the trainer configs set
+        # use_distributed_sampler=false): Lightning's wrapper would list every index.
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = (ShuffleSampler(len(ds), self.seed, world, rank) if split == "train"
+                   else ShardSampler(len(ds), world, rank))
         return DataLoader(
             ds,
             batch_size=d["batch_size"],
-            sampler=EpochShuffleSampler(len(ds), self.seed) if split == "train" else None,
-            shuffle=False,
+            sampler=sampler,
             collate_fn=identity_collate,
             num_workers=workers,
             pin_memory=bool(pin),
