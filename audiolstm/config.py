@@ -87,6 +87,7 @@ class TrainConfig:
     task_name: str = "train"
     seed: int = 1234
     sweep_name: str | None = None
+    optuna: Any = None
     data: DataConfig = field(default_factory=DataConfig)
     norm: NormConfig = field(default_factory=NormConfig)
     repr: ReprConfig = field(default_factory=ReprConfig)
