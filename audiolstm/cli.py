@@ -37,7 +37,8 @@ def _in_multirun() -> bool:
         return False
 
 
-def _record_failure(cfg: DictConfig, reason: str) -> None:
+def _record_failure(cfg: DictConfig, reason: str, status: str = "failed",
+                    **extra: Any) -> None:
     from audiolstm.runinfo import write_json
     from audiolstm.training import run_label
 
@@ -45,9 +46,9 @@ def _record_failure(cfg: DictConfig, reason: str) -> None:
         out = Path(cfg.paths.output_dir)
     except Exception:  # noqa: BLE001 - best effort, the message is what matters
         return
-    write_json(out / "summary.json", {"status": "failed", "error": reason,
+    write_json(out / "summary.json", {"status": status, "error": reason,
                                       "overrides": run_label(), "run_dir": str(out),
-                                      "sweep_name": cfg.get("sweep_name")})
+                                      "sweep_name": cfg.get("sweep_name")} | extra)
 
 
 def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -62,6 +63,12 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(UserError.exit_code)
     except Exception as e:
+        optuna = sys.modules.get("optuna")
+        if optuna is not None and isinstance(e, optuna.TrialPruned):  # stopped early, no error
+            log.info("%s", e)
+            _record_failure(cfg, str(e), "pruned", best_val_loss=getattr(e, "best", None),
+                            epochs=getattr(e, "epoch", None))
+            return getattr(e, "value", math.nan)
         if _in_multirun():  # OOM, a bug in one configuration: record it, keep sweeping
             log.exception("job failed")
             _record_failure(cfg, f"{type(e).__name__}: {e}".splitlines()[0])

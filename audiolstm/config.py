@@ -41,7 +41,7 @@ class DataConfig:
     x_len: int = 2000
     seq_len: int = 40
     hop: int | None = None
-    window_shift: int = 2000
+    window_shift: int = 8000
     offsets: list[int] = field(default_factory=lambda: [0])
     eval_window_shift: int | None = None
     batch_size: int = 100
