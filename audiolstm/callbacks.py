@@ -81,7 +81,10 @@ class SampleGeneration(Callback):
 
     def __init__(self, every_n_epochs: int = 5, seconds: float = 4.0, seed_seconds: float = 2.0,
                  strategy: str = "stateful", deticking: str = "auto",
+                 temperature: float = 1.0, feedback_noise: float = 0.0,
                  dirname: str = "samples") -> None:
+        self.temperature = temperature
+        self.feedback_noise = feedback_noise
         self.every_n_epochs = every_n_epochs
         self.seconds = seconds
         self.seed_seconds = seed_seconds
@@ -105,7 +108,7 @@ class SampleGeneration(Callback):
 
         import numpy as np
 
-        from audiolstm.generate import continue_audio, write_outputs
+        from audiolstm.generate import Sampling, continue_audio, write_outputs
 
         self._last_epoch = epoch
         dm = trainer.datamodule
@@ -121,8 +124,10 @@ class SampleGeneration(Callback):
         try:
             state = pl_module.data_state | {"normalizer": dm.normalizer.state_dict(),
                                              "representation": dm.representation.state_dict()}
+            sampling = Sampling(self.temperature, self.feedback_noise,
+                                torch.Generator(device=pl_module.device).manual_seed(epoch))
             cont = continue_audio(pl_module, state, seed, "val", self.seconds, self.strategy,
-                                  None, self.deticking)
+                                  None, self.deticking, sampling=sampling)
         finally:
             pl_module.train(was_training)
         out_dir = Path(trainer.default_root_dir) / self.dirname
@@ -131,13 +136,12 @@ class SampleGeneration(Callback):
                                             "seconds": self.seconds, "seed_split": "val",
                                             "seed_start_seconds": start / sr})
         m = cont.metrics
-        pl_module.sample_metrics = {"tick_score": m.get("tick_score"),
-                                    "rms_ratio": m.get("rms_ratio"),
-                                    "sample_epoch": epoch,
-                                    "sample_wav": str(out_dir / f"{stem}.wav")}
+        keep = ("tick_score", "rms_ratio", "rms_ratio_2s", "rms_ratio_5s", "rms_ratio_10s",
+                "log_spectral_distance_db", "frame_correlation", "frame_rate_energy_fraction")
+        pl_module.sample_metrics = {k: m.get(k) for k in keep} | {
+            "sample_epoch": epoch, "sample_wav": str(out_dir / f"{stem}.wav")}
         scalars = {f"samples/{k}": float(v) for k, v in m.items()
-                   if k in ("tick_score", "rms_ratio", "log_spectral_distance_db",
-                            "frame_correlation") and v is not None and np.isfinite(v)}
+                   if k in keep and v is not None and np.isfinite(v)}
         for lg in trainer.loggers:
             lg.log_metrics(scalars, step=trainer.global_step)
             if type(lg).__name__ == "WandbLogger":

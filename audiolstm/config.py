@@ -22,7 +22,8 @@ SOURCES = ("synthetic", "wav", "folder")
 NORM_SCHEMES = ("minmax", "minmax_union", "minmax01", "std", "none")
 REPR_KINDS = ("time", "fft", "rfft")
 CELLS = ("lstm", "gru")
-HEADS = ("mse",)
+HEADS = ("mse", "gaussian", "logistic_mixture")
+LOSSES = ("mse", "stft", "mse+stft")
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("stateful", "refeed", "sliding")
 DETICKING = ("none", "crossfade", "ola")
@@ -74,6 +75,11 @@ class ModelConfig:
     tbptt_steps: int | None = None
     grad_clip: float | None = 1.0
     head: str = "mse"
+    loss: str = "mse"
+    stft_weight: float = 1.0
+    mixture_components: int = 5
+    mixture_bins: int = 256
+    scheduled_sampling: float = 0.0
     optimizer: Any = field(
         default_factory=lambda: {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
     )
@@ -99,6 +105,7 @@ class TrainConfig:
     ckpt_path: str | None = None
     init_from: str | None = None
     test: bool = True
+    ridge_baseline: bool = True
     optimized_metric: str = "val/loss"
 
 
@@ -151,6 +158,15 @@ def validate_data(data: DictConfig | DataConfig, key: str = "data") -> None:
 def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
     _one_of(model.cell, CELLS, f"{key}.cell")
     _one_of(model.head, HEADS, f"{key}.head")
+    _one_of(model.loss, LOSSES, f"{key}.loss")
+    if model.loss != "mse" and model.head != "mse":
+        raise UserError(f"{key}.loss={model.loss} needs {key}.head=mse (the other heads are "
+                        "trained by likelihood)")
+    if not 0.0 <= model.scheduled_sampling <= 1.0:
+        raise UserError(f"{key}.scheduled_sampling={model.scheduled_sampling!r} must be in [0, 1]")
+    _positive_int(model.mixture_components, f"{key}.mixture_components")
+    if model.mixture_bins < 2:
+        raise UserError(f"{key}.mixture_bins={model.mixture_bins!r} must be >= 2")
     sizes = list(model.hidden_sizes)
     if not sizes or any(not isinstance(h, int) or h <= 0 for h in sizes):
         raise UserError(f"{key}.hidden_sizes={sizes!r} must be a non-empty list of positive ints")

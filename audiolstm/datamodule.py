@@ -165,8 +165,7 @@ class AudioDataModule(pl.LightningDataModule):
             self.spec if split == "train" else self.eval_spec,
             shift=shift,
             scale=scale,
-            transform=None if self.representation.kind == "time" and not
-            self.representation.standardize else self.representation.encode,
+            transform=self._transform(),
             reuse_buffers=split == "train" and self.data_cfg["num_workers"] == 0,
         )
 
@@ -202,6 +201,40 @@ class AudioDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def fit_ridge_baseline(self, alpha: float = 1.0, max_pairs: int = 20000,
+                           max_dim: int = 4096) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Ridge regression from a frame to the next, fitted on (normalised, encoded)
+        training frame pairs: the honest linear baseline of issue 7.
+
+        Pairs are consecutive frames (hop apart), evenly thinned to `max_pairs`.
+        Skipped (None) above `max_dim` features: the normal equations are D x D.
+        """
+        from audiolstm.baselines import RidgeAccumulator
+
+        if self.input_dim > max_dim:
+            return None
+        if self.normalizer is None:
+            self.setup()
+        spec = WindowSpec(x_len=self.spec.x_len, seq_len=1, window_shift=self.spec.step,
+                          hop=self.spec.step)
+        shift, scale = self.normalizer.affine("train")
+        ds = WindowDataset(self.splits["train"], spec, shift=shift, scale=scale,
+                           transform=self._transform())
+        n = len(ds)
+        if n == 0:
+            return None
+        idx = np.unique(np.linspace(0, n - 1, min(n, max_pairs)).astype(int))
+        acc = RidgeAccumulator()
+        for start in range(0, len(idx), 1024):
+            pairs = ds.__getitems__(idx[start : start + 1024].tolist())
+            acc.add(pairs[:, 0], pairs[:, 1])
+        w, b = acc.solve(alpha)
+        return torch.from_numpy(w).float(), torch.from_numpy(b).float()
+
+    def _transform(self):
+        rep = self.representation
+        return None if rep.kind == "time" and not rep.standardize else rep.encode
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

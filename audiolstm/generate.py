@@ -61,50 +61,84 @@ def _step_inputs(seed: Tensor) -> Tensor:
     return seed[None]
 
 
+@dataclass
+class Sampling:
+    """How a head output becomes the next frame, and what is fed back.
+
+    temperature: 0 feeds back the mean (the only choice for the mse head), > 0
+    samples the probabilistic heads. feedback_noise: sigma of Gaussian noise added
+    to the fed-back frame only (the seeds' input-noise idea applied where the
+    model meets its own outputs); the generated audio stays clean.
+    """
+
+    temperature: float = 0.0
+    feedback_noise: float = 0.0
+    generator: torch.Generator | None = None
+
+    def frame(self, model, out: Tensor) -> Tensor:
+        if hasattr(model, "next_frame"):
+            return model.next_frame(out, self.temperature)
+        return out
+
+    def feed(self, frame: Tensor) -> Tensor:
+        if self.feedback_noise <= 0:
+            return frame
+        noise = torch.randn(frame.shape, generator=self.generator, device=frame.device,
+                            dtype=frame.dtype)
+        return frame + self.feedback_noise * noise
+
+
+GREEDY = Sampling()
+
+
 @torch.inference_mode()
-def generate_stateful(model, seed: Tensor, n_frames: int,
-                      progress: ProgressFn | None = None) -> Tensor:
+def generate_stateful(model, seed: Tensor, n_frames: int, progress: ProgressFn | None = None,
+                      sampling: Sampling = GREEDY) -> Tensor:
     """(S, D) seed -> (n_frames, D) continuation; O(1) work per generated frame."""
     x = _step_inputs(seed)
-    out = torch.empty(n_frames, seed.shape[1], dtype=seed.dtype, device=seed.device)
-    pred, state = model(x)  # warm the state on the whole seed in one pass
-    nxt = pred[:, -1:]
+    frames = torch.empty(n_frames, seed.shape[1], dtype=seed.dtype, device=seed.device)
+    out, state = model(x)  # warm the state on the whole seed in one pass
+    nxt = sampling.frame(model, out[:, -1:])
     with cpu_backend(single_step=seed.device.type == "cpu"):
         for i in range(n_frames):
-            out[i] = nxt[0, 0]
+            frames[i] = nxt[0, 0]
             if i + 1 < n_frames:
-                nxt, state = model(nxt, state)
+                out, state = model(sampling.feed(nxt), state)
+                nxt = sampling.frame(model, out)
             if progress:
                 progress(i + 1, n_frames)
-    return out
+    return frames
 
 
 @torch.inference_mode()
 def generate_refeed(model, seed: Tensor, n_frames: int, window: int | None = None,
-                    progress: ProgressFn | None = None) -> Tensor:
+                    progress: ProgressFn | None = None, sampling: Sampling = GREEDY) -> Tensor:
     """Re-run the history (all of it, or the last `window` frames) from zero state per frame."""
     history = torch.cat([seed, seed.new_empty(n_frames, seed.shape[1])])
+    frames = seed.new_empty(n_frames, seed.shape[1])
     s = seed.shape[0]
     for i in range(n_frames):
         end = s + i
         start = 0 if window is None else max(0, end - window)
-        pred, _ = model(history[None, start:end])
-        history[end] = pred[0, -1]
+        out, _ = model(history[None, start:end])
+        frames[i] = sampling.frame(model, out[:, -1:])[0, 0]
+        history[end] = sampling.feed(frames[i])
         if progress:
             progress(i + 1, n_frames)
-    return history[s:].clone()
+    return frames
 
 
 def generate_frames(model, seed: Tensor, n_frames: int, strategy: str = "stateful",
-                    window: int | None = None, progress: ProgressFn | None = None) -> Tensor:
+                    window: int | None = None, progress: ProgressFn | None = None,
+                    sampling: Sampling = GREEDY) -> Tensor:
     if strategy == "stateful":
-        return generate_stateful(model, seed, n_frames, progress)
+        return generate_stateful(model, seed, n_frames, progress, sampling)
     if strategy == "refeed":
-        return generate_refeed(model, seed, n_frames, None, progress)
+        return generate_refeed(model, seed, n_frames, None, progress, sampling)
     if strategy == "sliding":
         if not window or window < 1:
             raise UserError(f"window={window!r} must be a positive number of frames for sliding")
-        return generate_refeed(model, seed, n_frames, window, progress)
+        return generate_refeed(model, seed, n_frames, window, progress, sampling)
     raise UserError(f"strategy={strategy!r} is not one of stateful, refeed, sliding")
 
 
@@ -198,7 +232,8 @@ class Continuation:
 def continue_audio(model, data_state: dict[str, Any], seed_audio: np.ndarray, split: str,
                    seconds: float, strategy: str = "stateful", window: int | None = None,
                    deticking: str = "auto", crossfade: int = 64,
-                   progress: ProgressFn | None = None) -> Continuation:
+                   progress: ProgressFn | None = None,
+                   sampling: Sampling = GREEDY) -> Continuation:
     """Continue `seed_audio` (original scale) by `seconds` with the model.
 
     `data_state` is what checkpoints carry (AudioDataModule.state_dict()):
@@ -227,7 +262,7 @@ def continue_audio(model, data_state: dict[str, Any], seed_audio: np.ndarray, sp
     feats = rep.encode(torch.as_tensor(norm.transform(seed_frames, split), dtype=torch.float32))
     t0 = time.perf_counter()
     gen = generate_frames(model, feats.to(device=device, dtype=dtype), n_new, strategy, window,
-                          progress)
+                          progress, sampling)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -321,10 +356,15 @@ def run(cfg) -> dict[str, Any]:
         seed_signal, source, split = dm.splits[s.split], f"{s.split} split", s.split
     seed_audio, start = pick_seed(seed_signal, sr, s.seconds, s.start_seconds, s.seed, source)
 
+    if cfg.temperature < 0 or cfg.feedback_noise < 0:
+        raise UserError("temperature and feedback_noise must be >= 0")
+    sampling = Sampling(cfg.temperature, cfg.feedback_noise,
+                        torch.Generator(device=device).manual_seed(int(s.seed)))
+    torch.manual_seed(int(s.seed))  # the heads' sampling draws from the global generator
     bar = _progress_bar(cfg.progress)
     with bar as update:
         cont = continue_audio(model, state, seed_audio, split, cfg.seconds, cfg.strategy,
-                              cfg.window, cfg.deticking, cfg.crossfade, update)
+                              cfg.window, cfg.deticking, cfg.crossfade, update, sampling)
     settings = {
         "ckpt_path": str(cfg.ckpt_path), "strategy": cfg.strategy, "window": cfg.window,
         "deticking": resolve_deticking(cfg.deticking, int(state["data"].get("hop") or
@@ -332,6 +372,8 @@ def run(cfg) -> dict[str, Any]:
                                        int(state["data"]["x_len"])),
         "seconds": cfg.seconds, "seed_source": source, "seed_start_seconds": start,
         "seed_seconds": s.seconds, "device": str(device), "sample_rate": sr,
+        "temperature": cfg.temperature, "feedback_noise": cfg.feedback_noise,
+        "head": model.hparams.get("head", "mse"),
     }
     out_dir = Path(cfg.paths.output_dir)
     record = write_outputs(cont, out_dir, "generated", settings)

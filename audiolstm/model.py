@@ -8,6 +8,17 @@ Training uses manual optimisation so truncated BPTT (removed from Lightning 2)
 is ours: each example is cut into chunks of `tbptt_steps` frames, the
 recurrent state is carried across chunks *detached*, and the optimiser steps
 once per chunk. Without `tbptt_steps` a batch is one chunk (full BPTT).
+
+Heads (`head=`): `mse` (a linear regressor of the next frame: the seeds'
+recipe, which predicts the conditional mean), `gaussian` and
+`logistic_mixture` (a distribution per sample, trained by negative
+log-likelihood and *sampled* at generation time; see heads.py). With the mse
+head, `loss=stft|mse+stft` adds a multi-resolution STFT loss (losses.py).
+`scheduled_sampling=p` trains on the model's own outputs: a first
+teacher-forced pass predicts every frame, then each input frame is replaced
+by the (detached) prediction for it with probability p and the loss is taken
+on a second pass (parallel scheduled sampling, Duckworth et al. 2019: one
+extra forward instead of a step-by-step loop).
 """
 
 from __future__ import annotations
@@ -22,7 +33,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from audiolstm.baselines import copy_overlap_mse, new_sample_mse
 from audiolstm.errors import UserError
+from audiolstm.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
+from audiolstm.losses import multi_resolution_stft_loss
 from audiolstm.metrics import baseline_mse
 
 State = list[Any]  # per layer: (h, c) for LSTM, h for GRU
@@ -32,12 +46,23 @@ class NonFiniteLossError(UserError):
     """Training diverged: reported as one line; the last good checkpoint stays."""
 
 
+class MeanHead(nn.Linear):
+    """The seeds' regressor: a linear map to the next frame, with the heads' interface."""
+
+    def mean(self, out: Tensor) -> Tensor:
+        return out
+
+    def sample(self, out: Tensor, temperature: float = 0.0) -> Tensor:
+        return out
+
+
 def detach_state(state: State) -> State:
     return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
 
 
 def tbptt_step(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None,
-               update: Callable[[Tensor], None]) -> Tensor:
+               update: Callable[[Tensor], None],
+               objective: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
     """Truncated BPTT over one batch: one `update(loss)` per chunk of `chunk` frames.
 
     The state leaves each chunk detached, so no gradient crosses a chunk
@@ -50,7 +75,8 @@ def tbptt_step(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None,
     total = torch.zeros((), device=x.device)
     for start in range(0, steps, chunk):
         pred, state = model(x[:, start : start + chunk], state)
-        loss = F.mse_loss(pred, y[:, start : start + chunk])
+        target = y[:, start : start + chunk]
+        loss = objective(pred, target) if objective else F.mse_loss(pred, target)
         update(loss)
         state = detach_state(state)
         total = total + loss.detach() * pred.shape[1]
@@ -70,6 +96,11 @@ class AudioRNN(pl.LightningModule):
         tbptt_steps: int | None = None,
         grad_clip: float | None = 1.0,
         head: str = "mse",
+        loss: str = "mse",
+        stft_weight: float = 1.0,
+        mixture_components: int = 5,
+        mixture_bins: int = 256,
+        scheduled_sampling: float = 0.0,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
     ) -> None:
@@ -84,13 +115,28 @@ class AudioRNN(pl.LightningModule):
             rnn(i, h, batch_first=True) for i, h in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.between = nn.Dropout(dropout)
-        self.head = nn.Linear(sizes[-1], input_dim)
+        if head == "mse":
+            self.head = MeanHead(sizes[-1], input_dim)
+        elif head == "gaussian":
+            self.head = GaussianHead(sizes[-1], input_dim)
+        elif head == "logistic_mixture":
+            self.head = LogisticMixtureHead(sizes[-1], input_dim, mixture_components,
+                                            mixture_bins)
+        else:
+            raise UserError(f"model.head={head!r} is not one of mse, gaussian, logistic_mixture")
+        if loss != "mse" and head != "mse":
+            raise UserError(f"model.loss={loss!r} needs model.head=mse (the other heads are "
+                            "trained by likelihood)")
         if forget_bias is not None:
             self.set_forget_bias(forget_bias)
         # Data settings, normaliser and representation ride along in checkpoints
         # (filled by train.py / on_load_checkpoint); see `data_state`.
         self.data_state: dict[str, Any] | None = None
         self.wandb_id: str | None = None
+        self.sample_metrics: dict[str, Any] | None = None
+        # Ridge baseline (last frame -> next frame), fitted on the training split by
+        # train.py; evaluation only, never saved.
+        self.ridge: tuple[Tensor, Tensor] | None = None
         self._eval_sums: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ network
@@ -120,6 +166,33 @@ class AudioRNN(pl.LightningModule):
             new_state.append(s)
         return self.head(h), new_state
 
+    def objective(self, out: Tensor, y: Tensor) -> Tensor:
+        """The training loss for head outputs `out` and target frames `y`."""
+        if self.hparams.head != "mse":
+            return self.head.nll(out, y)
+        kind = self.hparams.loss
+        if kind == "mse":
+            return F.mse_loss(out, y)
+        stft = multi_resolution_stft_loss(out, y)
+        if kind == "stft":
+            return stft
+        return F.mse_loss(out, y) + self.hparams.stft_weight * stft
+
+    def next_frame(self, out: Tensor, temperature: float = 0.0) -> Tensor:
+        """A frame to feed back: the mean (temperature 0) or a sample of the head."""
+        if self.hparams.head == "mse" or temperature == 0:
+            return self.head.mean(out)
+        return self.head.sample(out, temperature)
+
+    def _scheduled_inputs(self, x: Tensor) -> Tensor:
+        """Replace input frames by the model's own predictions with probability p."""
+        p = self.hparams.scheduled_sampling
+        with torch.no_grad():
+            out, _ = self(x)
+            own = self.next_frame(out)[:, :-1]  # prediction of frame t+1 from frames <= t
+        swap = torch.rand(x.shape[0], x.shape[1] - 1, 1, device=x.device) < p
+        return torch.cat([x[:, :1], torch.where(swap, own, x[:, 1:])], dim=1)
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         opt = self.optimizers()
@@ -139,7 +212,11 @@ class AudioRNN(pl.LightningModule):
                 )
             opt.step()
 
-        loss = tbptt_step(self, batch[:, :-1], batch[:, 1:], self.hparams.tbptt_steps, update)
+        x = batch[:, :-1]
+        if self.hparams.scheduled_sampling > 0:
+            x = self._scheduled_inputs(x)
+        loss = tbptt_step(self, x, batch[:, 1:], self.hparams.tbptt_steps, update,
+                          self.objective)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch.shape[0])
         return loss
@@ -168,10 +245,20 @@ class AudioRNN(pl.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Tensor) -> None:
         x, y = batch[:, :-1], batch[:, 1:]
-        pred, _ = self(x)
+        out, _ = self(x)
+        pred = self.head.mean(out)
         n = torch.tensor(float(y.numel()), device=y.device)
-        sums = {"loss": F.mse_loss(pred, y, reduction="sum")}
+        sums = {"loss": self.objective(out, y) * n, "mse": F.mse_loss(pred, y, reduction="sum")}
         sums |= {k: v * n for k, v in baseline_mse(x, y).items()}
+        if self.ridge is not None:
+            w, b = (t.to(device=x.device, dtype=x.dtype) for t in self.ridge)
+            sums["mse_ridge"] = F.mse_loss(x @ w + b, y, reduction="sum")
+        hop = self._overlap_hop()
+        if hop is not None:  # overlapping time frames: the new samples are the real task
+            n_new = n * hop / y.shape[-1]
+            sums["mse_new"] = new_sample_mse(pred, y, hop) * n_new
+            sums["mse_copy_overlap"] = copy_overlap_mse(x, y, hop) * n
+            sums["count_new"] = n_new
         sums["count"] = n
         for k, v in sums.items():
             self._eval_sums[k] = self._eval_sums.get(k, 0.0) + v.detach().double()
@@ -186,14 +273,16 @@ class AudioRNN(pl.LightningModule):
         total = dict(zip(keys, sums.tolist(), strict=True))
         self._eval_sums = {}
         n = total.pop("count")
-        means = {k: v / n for k, v in total.items()}
-        metrics = {
-            f"{prefix}/loss": means["loss"],
-            f"{prefix}/mse_zero": means["mse_zero"],
-            f"{prefix}/mse_persistence": means["mse_persistence"],
-            f"{prefix}/rel_zero": _ratio(means["loss"], means["mse_zero"]),
-            f"{prefix}/rel_persistence": _ratio(means["loss"], means["mse_persistence"]),
-        }
+        n_new = total.pop("count_new", None)
+        means = {k: v / (n_new if k == "mse_new" else n) for k, v in total.items()}
+        metrics = {f"{prefix}/{k}": v for k, v in means.items()}
+        metrics[f"{prefix}/rel_zero"] = _ratio(means["mse"], means["mse_zero"])
+        metrics[f"{prefix}/rel_persistence"] = _ratio(means["mse"], means["mse_persistence"])
+        if "mse_ridge" in means:
+            metrics[f"{prefix}/rel_ridge"] = _ratio(means["mse"], means["mse_ridge"])
+        bits = self._bits_per_sample(means["loss"])
+        if bits is not None:
+            metrics[f"{prefix}/bits_per_sample"] = bits
         # Already reduced over ranks above: no sync_dist here.
         self.log(f"{prefix}/loss", metrics.pop(f"{prefix}/loss"), prog_bar=True)
         self.log_dict(metrics)
@@ -209,6 +298,28 @@ class AudioRNN(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    def _overlap_hop(self) -> int | None:
+        d = (self.data_state or {}).get("data") or {}
+        repr_kind = ((self.data_state or {}).get("repr") or {}).get("kind", "time")
+        hop, x_len = d.get("hop"), d.get("x_len")
+        return hop if hop and x_len and hop < x_len and repr_kind == "time" else None
+
+    def _bits_per_sample(self, nll: float) -> float | None:
+        """NLL in bits per sample at 256 levels (SampleRNN's comparison), where defined.
+
+        logistic_mixture: discrete over its own `mixture_bins` grid of the normalised
+        signal (use norm=minmax), so bits = nll / ln 2. gaussian: a density in
+        normalised units, turned into the probability of one of 256 equal bins of the
+        original [-1, 1] audio: (nll - ln(bin width in normalised units)) / ln 2.
+        """
+        if self.hparams.head == "logistic_mixture":
+            return float(bits_per_sample(nll))
+        if self.hparams.head == "gaussian" and self.data_state:
+            scale = (self.data_state.get("normalizer") or {}).get("scale")
+            if scale:
+                return float(bits_per_sample(nll, bins=256, scale=float(scale)))
+        return None
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -119,6 +119,8 @@ def run(cfg: DictConfig) -> float:
     if init is not None:
         _warm_start(model, init, cfg.init_from)
     model.data_state = dm.state_dict()
+    if cfg.ridge_baseline:
+        model.ridge = dm.fit_ridge_baseline()
 
     wandb_id = (resume["audiolstm"].get("wandb_id") if resume else None)
     loggers = build_loggers(cfg, run_dir, wandb_id)
@@ -169,6 +171,10 @@ def run(cfg: DictConfig) -> float:
         "test_mse_persistence": test_metrics.get("test/mse_persistence"),
         "test_rel_zero": test_metrics.get("test/rel_zero"),
         "test_rel_persistence": test_metrics.get("test/rel_persistence"),
+        "test_mse": test_metrics.get("test/mse"),
+        "test_mse_ridge": test_metrics.get("test/mse_ridge"),
+        "test_rel_ridge": test_metrics.get("test/rel_ridge"),
+        "test_bits_per_sample": test_metrics.get("test/bits_per_sample"),
         "params": model.num_params,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
@@ -198,7 +204,7 @@ def _metric(trainer: pl.Trainer, key: str) -> float | None:
 
 def _verdict(summary: dict[str, Any]) -> None:
     """Say plainly whether the model beats the trivial predictors on the test split."""
-    loss, zero, pers = (summary.get(k) for k in ("test_loss", "test_mse_zero",
+    loss, zero, pers = (summary.get(k) for k in ("test_mse", "test_mse_zero",
                                                  "test_mse_persistence"))
     if loss is None or zero is None or pers is None:
         return
@@ -209,3 +215,8 @@ def _verdict(summary: dict[str, Any]) -> None:
     else:
         print(f"test MSE {loss:.4g} = {loss / zero:.3f} x zero baseline, "
               f"{loss / pers:.3f} x persistence baseline", flush=True)
+    ridge = summary.get("test_mse_ridge")
+    if ridge is not None:
+        word = "beats" if loss < ridge else "does NOT beat"
+        print(f"test MSE {word} the ridge baseline (frame -> next frame, fitted on train): "
+              f"{loss:.4g} vs {ridge:.4g}", flush=True)

@@ -220,3 +220,20 @@ def test_pickled_code_in_checkpoint_is_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": {}, "audiolstm": {"data_state": {}}, "x": Path("/")}, p)
     res = run_script("generate.py", f"ckpt_path={p}", f"hydra.run.dir={tmp_path / 'g'}")
     assert res.returncode == 2 and "not a readable PyTorch checkpoint" in res.stderr
+
+
+def test_feedback_noise_and_temperature() -> None:
+    from audiolstm.generate import Sampling
+
+    torch.manual_seed(0)
+    model = AudioRNN(input_dim=4, hidden_sizes=[8], head="gaussian").eval()
+    seed = torch.randn(3, 4)
+    greedy = generate_frames(model, seed, 10)
+    zero = generate_frames(model, seed, 10, sampling=Sampling(0.0, 0.0))
+    assert torch.equal(greedy, zero)
+    noisy = generate_frames(model, seed, 10, sampling=Sampling(0.0, 0.5,
+                                                               torch.Generator().manual_seed(1)))
+    assert torch.equal(noisy[0], greedy[0]) and not torch.allclose(noisy[1:], greedy[1:])
+    torch.manual_seed(3)
+    hot = generate_frames(model, seed, 10, sampling=Sampling(1.0))
+    assert not torch.allclose(hot, greedy)

@@ -184,3 +184,66 @@ def test_scheduler_and_rmsprop_from_config() -> None:
     opt = trainer.optimizers[0]
     assert isinstance(opt, torch.optim.RMSprop)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**3)
+
+
+@pytest.mark.parametrize("head", ["gaussian", "logistic_mixture"])
+def test_probabilistic_heads_train_and_feed_back_the_mean_at_temperature_zero(head: str) -> None:
+    torch.manual_seed(0)
+    model = AudioRNN(input_dim=4, hidden_sizes=[6], head=head).eval()
+    out, _ = model(torch.rand(2, 3, 4) * 2 - 1)
+    assert torch.equal(model.next_frame(out, 0.0), model.head.mean(out))
+    a, b = model.next_frame(out, 1.0), model.next_frame(out, 1.0)
+    assert not torch.equal(a, b)  # samples
+    frames = torch.rand(4, 6, 4) * 2 - 1
+    loader = DataLoader(_Frames(frames), batch_size=4, collate_fn=identity_collate)
+    model.data_state = {"normalizer": {"scale": 0.5}, "data": {}, "repr": {}}
+    _trainer(max_epochs=2, limit_val_batches=1).fit(model, loader, loader)
+    res = _trainer().validate(model, loader, verbose=False)[0]
+    assert "val/bits_per_sample" in res and math.isfinite(res["val/bits_per_sample"])
+    assert res["val/mse"] != res["val/loss"]  # loss is the NLL, mse is of the mean
+
+
+def test_bits_per_sample_is_nll_over_ln2_for_the_mixture() -> None:
+    model = AudioRNN(input_dim=3, hidden_sizes=[4], head="logistic_mixture", mixture_bins=256)
+    assert model._bits_per_sample(math.log(2) * 3) == pytest.approx(3.0)
+
+
+def test_stft_loss_options() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 128), torch.randn(2, 3, 128)
+    mse = AudioRNN(input_dim=128, hidden_sizes=[4], loss="mse")
+    stft = AudioRNN(input_dim=128, hidden_sizes=[4], loss="stft")
+    both = AudioRNN(input_dim=128, hidden_sizes=[4], loss="mse+stft", stft_weight=0.5)
+    assert stft.objective(y, y) == 0
+    assert both.objective(x, y) == pytest.approx(
+        (mse.objective(x, y) + 0.5 * stft.objective(x, y)).item())
+    with pytest.raises(Exception, match="model.loss"):
+        AudioRNN(input_dim=4, hidden_sizes=[4], head="gaussian", loss="stft")
+
+
+def test_scheduled_sampling_swaps_inputs_for_own_predictions() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 4)
+    never = AudioRNN(input_dim=4, hidden_sizes=[5], scheduled_sampling=0.0)
+    assert torch.equal(never._scheduled_inputs(x), x)
+    always = AudioRNN(input_dim=4, hidden_sizes=[5], scheduled_sampling=1.0)
+    mixed = always._scheduled_inputs(x)
+    with torch.no_grad():
+        own = always(x)[0][:, :-1]
+    assert torch.equal(mixed[:, 0], x[:, 0]) and torch.allclose(mixed[:, 1:], own)
+
+
+def test_overlap_metrics_when_frames_overlap() -> None:
+    # frames of 4 samples, hop 2: target frame t repeats 2 samples of input frame t
+    sig = torch.randn(2 * 8 + 2)
+    frames = torch.stack([sig[2 * k : 2 * k + 4] for k in range(8)])[None]
+    model = AudioRNN(input_dim=4, hidden_sizes=[3])
+    model.data_state = {"data": {"hop": 2, "x_len": 4}, "repr": {"kind": "time"}}
+    loader = DataLoader(_Frames(frames), batch_size=1, collate_fn=identity_collate)
+    res = _trainer().validate(model, loader, verbose=False)[0]
+    y = frames[:, 1:]
+    assert res["val/mse_copy_overlap"] == pytest.approx((y[..., 2:] ** 2).mean().item() / 2,
+                                                        rel=1e-5)
+    with torch.no_grad():
+        pred = model(frames[:, :-1])[0]
+    assert res["val/mse_new"] == pytest.approx(((pred - y)[..., 2:] ** 2).mean().item(), rel=1e-5)
