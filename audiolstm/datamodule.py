@@ -18,10 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from audiolstm.audio import source_signal
-from audiolstm.config import SPLITS, validate_data
+from audiolstm.config import validate_data
 from audiolstm.errors import UserError
 from audiolstm.features import Representation
 from audiolstm.normalize import Normalizer, fit_normalizer
+from audiolstm.splits import split_bounds
 from audiolstm.windows import ShuffleSampler, WindowDataset, WindowSpec, identity_collate
 
 
@@ -40,14 +41,6 @@ class ShardSampler(Sampler[int]):
 
     def __iter__(self):
         return iter(range(self.rank, self.n, self.num_replicas))
-
-
-def split_bounds(n: int, ratios: list[float]) -> dict[str, tuple[int, int]]:
-    """Contiguous [start, end) sample ranges of train/val/test for a signal of n samples."""
-    ends = np.round(np.cumsum(ratios) * n).astype(int)
-    ends[-1] = n
-    starts = np.concatenate([[0], ends[:-1]])
-    return {name: (int(a), int(b)) for name, a, b in zip(SPLITS, starts, ends, strict=True)}
 
 
 class AudioDataModule(pl.LightningDataModule):

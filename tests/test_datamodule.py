@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiolstm.datamodule import AudioDataModule, ShardSampler, split_bounds
+from audiolstm.datamodule import AudioDataModule, ShardSampler
+from audiolstm.splits import split_bounds
 from audiolstm.errors import UserError
 from tests.conftest import run_script
 
