@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 
 from audiolstm.datamodule import AudioDataModule, ShardSampler
-from audiolstm.splits import split_bounds
 from audiolstm.errors import UserError
+from audiolstm.splits import split_bounds
 from tests.conftest import run_script
 
 
