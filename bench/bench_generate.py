@@ -14,8 +14,8 @@ import argparse
 import time
 
 import torch
-
 from _common import machine, write_section
+
 from audiolstm.generate import generate_frames
 from audiolstm.model import AudioRNN
 
@@ -37,7 +37,7 @@ def backend_table(model: AudioRNN) -> str:
             _, state = model(x1)
             for _ in range(20):
                 model(x1, state)
-            step = min(timed(lambda: model(x1, state)) for _ in range(200))
+            step = min(timed(lambda st=state: model(x1, st)) for _ in range(200))
             model(xs)
             seq = min(timed(lambda: model(xs)) for _ in range(10))
         rows.append(f"| oneDNN {'on' if enabled else 'off'} | {1e3 * step:.3f} | {1e3 * seq:.2f} |")
@@ -60,8 +60,8 @@ def main() -> None:
         n = int(seconds * SR / X_LEN)
         walls = {}
         for strategy in ("stateful", "sliding", "refeed"):
-            walls[strategy] = timed(lambda s=strategy: generate_frames(model, seed, n, s,
-                                                                       window=args.window))
+            walls[strategy] = timed(lambda s=strategy, n=n: generate_frames(
+                model, seed, n, s, window=args.window))
             rows.append(f"| {seconds:g} s ({n} frames) | {strategy} | {walls[strategy]:.2f} | "
                         f"{seconds / walls[strategy]:.1f}x |")
             print(rows[-1], flush=True)
