@@ -40,11 +40,11 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | Path, key: str = "ckpt_path", map_location: str = "cpu"):
-    """The AudioRNN stored in a checkpoint, in eval mode, with its data state attached."""
-    from audiolstm.model import AudioRNN
+    """The model stored in a checkpoint, in eval mode, with its data state attached."""
+    from audiolstm.models import class_of_checkpoint
 
     ckpt = load_checkpoint(path, key)
-    model = AudioRNN(**ckpt["hyper_parameters"])
+    model = class_of_checkpoint(ckpt)(**ckpt["hyper_parameters"])
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
     return model.to(map_location).eval()

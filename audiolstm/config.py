@@ -66,6 +66,7 @@ class ReprConfig:
 class ModelConfig:
     """AudioRNN hyper-parameters; `optimizer`/`scheduler` are `_partial_` Hydra nodes."""
 
+    arch: str = "frame_rnn"
     cell: str = "lstm"
     hidden_sizes: list[int] = field(default_factory=lambda: [300, 300, 300])
     dropout: float = 0.0
@@ -80,6 +81,12 @@ class ModelConfig:
     mixture_components: int = 5
     mixture_bins: int = 256
     scheduled_sampling: float = 0.0
+    # samplernn only (arch=samplernn): tiers' frame sizes top to bottom, softmax levels
+    frame_sizes: list[int] = field(default_factory=lambda: [16])
+    q_levels: int = 256
+    quantization: str = "mu_law"
+    mlp_hidden: int = 256
+    embed_dim: int = 64
     optimizer: Any = field(
         default_factory=lambda: {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
     )
@@ -156,6 +163,8 @@ def validate_data(data: DictConfig | DataConfig, key: str = "data") -> None:
 
 
 def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
+    _one_of(model.arch, ("frame_rnn", "samplernn"), f"{key}.arch")
+    _one_of(model.quantization, ("mu_law", "linear"), f"{key}.quantization")
     _one_of(model.cell, CELLS, f"{key}.cell")
     _one_of(model.head, HEADS, f"{key}.head")
     _one_of(model.loss, LOSSES, f"{key}.loss")
@@ -190,6 +199,13 @@ def validate_train(cfg: DictConfig) -> None:
     _one_of(cfg.norm.scheme, NORM_SCHEMES, "norm.scheme")
     _one_of(cfg.repr.kind, REPR_KINDS, "repr.kind")
     validate_model(cfg.model)
+    if cfg.model.arch == "samplernn":
+        if cfg.norm.scheme not in ("minmax", "minmax_union"):
+            raise UserError(f"model.arch=samplernn quantises samples in [-1, 1]: use norm=minmax "
+                            f"(norm.scheme={cfg.norm.scheme} would clip them)")
+        if cfg.data.x_len % cfg.model.frame_sizes[0]:
+            raise UserError(f"data.x_len={cfg.data.x_len} must be a multiple of "
+                            f"model.frame_sizes[0]={cfg.model.frame_sizes[0]} for SampleRNN")
     if cfg.ckpt_path and cfg.init_from:
         raise UserError("ckpt_path and init_from are exclusive: resume OR warm-start, not both")
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")

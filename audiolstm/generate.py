@@ -246,8 +246,11 @@ def continue_audio(model, data_state: dict[str, Any], seed_audio: np.ndarray, sp
     d = data_state["data"]
     sr, x_len = int(d["sample_rate"]), int(d["x_len"])
     hop = int(d.get("hop") or x_len)
-    mode = resolve_deticking(deticking, hop, x_len)
     norm = Normalizer.from_state_dict(data_state["normalizer"])
+    if hasattr(model, "lookback"):  # a sample-level model (SampleRNN): no frames to rebuild
+        return _continue_samples(model, norm, split, seed_audio, seconds, sr, sampling,
+                                 progress)
+    mode = resolve_deticking(deticking, hop, x_len)
     rep = Representation(data_state["repr"].get("kind", "time"), x_len,
                          bool(data_state["repr"].get("standardize")))
     rep.load_state_dict(data_state["representation"])
@@ -272,6 +275,27 @@ def continue_audio(model, data_state: dict[str, Any], seed_audio: np.ndarray, sp
     audio = audio[: seed_len + int(round(seconds * sr))]
     cont = Continuation(audio=audio, seed_len=seed_len, sample_rate=sr, wall_seconds=wall)
     cont.metrics = generation_metrics(audio[:seed_len], cont.generated, sr, hop, wall)
+    return cont
+
+
+def _continue_samples(model, norm, split: str, seed_audio: np.ndarray, seconds: float,
+                      sr: int, sampling: Sampling, progress: ProgressFn | None) -> Continuation:
+    """SampleRNN: warm the tiers on the seed, then sample by sample (see samplernn.py)."""
+    device = next(model.parameters()).device
+    seed = torch.as_tensor(norm.transform(np.asarray(seed_audio, np.float32), split),
+                           dtype=torch.float32, device=device)[None]
+    n = max(1, int(round(seconds * sr)))
+    t0 = time.perf_counter()
+    gen = model.generate(seed, n, temperature=sampling.temperature,
+                         generator=sampling.generator, progress=progress)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    generated = np.asarray(norm.inverse(gen[0].float().cpu().numpy(), split), np.float32)
+    audio = np.concatenate([np.asarray(seed_audio, np.float32), generated])
+    cont = Continuation(audio=audio, seed_len=len(seed_audio), sample_rate=sr, wall_seconds=wall)
+    cont.metrics = generation_metrics(audio[: len(seed_audio)], generated, sr, model.lookback,
+                                      wall)
     return cont
 
 

@@ -28,6 +28,7 @@ from audiolstm.config import to_container, validate_train
 from audiolstm.datamodule import AudioDataModule
 from audiolstm.errors import UserError
 from audiolstm.model import AudioRNN
+from audiolstm.models import build_model
 from audiolstm.plots import plot_learning_curves
 from audiolstm.runinfo import epoch_curves, write_json
 
@@ -83,7 +84,7 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return callbacks
 
 
-def _warm_start(model: AudioRNN, ckpt: dict[str, Any], path: str) -> None:
+def _warm_start(model: pl.LightningModule, ckpt: dict[str, Any], path: str) -> None:
     """init_from: copy weights whose names and shapes match; refuse if the net differs."""
     own = model.state_dict()
     theirs = ckpt["state_dict"]
@@ -115,11 +116,11 @@ def run(cfg: DictConfig) -> float:
     dm.prepare_data()
     dm.setup("fit")
 
-    model = AudioRNN(input_dim=dm.input_dim, **to_container(cfg.model))
+    model = build_model(dm.input_dim, to_container(cfg.model))
     if init is not None:
         _warm_start(model, init, cfg.init_from)
     model.data_state = dm.state_dict()
-    if cfg.ridge_baseline:
+    if cfg.ridge_baseline and isinstance(model, AudioRNN):
         model.ridge = dm.fit_ridge_baseline()
 
     wandb_id = (resume["audiolstm"].get("wandb_id") if resume else None)

@@ -1,0 +1,460 @@
+"""`SampleRNN`: a sample-level autoregressive model (Mehri et al. 2017, "SampleRNN").
+
+Why (issue 7): `AudioRNN` predicts whole frames with a squared error, so it regresses to
+the conditional mean and its frames tick at every boundary. SampleRNN predicts one
+*sample* at a time, as a softmax over `q_levels` quantisation levels, so it is trained by
+maximum likelihood, sampled at generation time, and has no frame boundary to tick at.
+
+Tiers, top to bottom (`frame_sizes = [F_0, ..., F_{K-1}]`, each dividing the one above)::
+
+    frame tier 0     frames of F_0 samples   -> RNN (steps every F_0 samples)
+                      upsample x F_0/F_1: one conditioning vector per F_1-sample frame
+    frame tier k     frames of F_k samples, projected, + tier k-1's conditioning
+                      -> RNN (steps every F_k samples) -> upsample x F_k/F_{k+1}
+    ...
+    frame tier K-1   ... -> upsample x F_{K-1}: one conditioning vector per *sample*
+    sample MLP       embeddings of the last F_{K-1} samples (a width-F_{K-1} convolution)
+                      + the conditioning of the sample -> 3 x (ReLU, linear)
+                      -> logits over q_levels
+
+2-tier: `frame_sizes=[16]` (one frame tier + the MLP); 3-tier: `[64, 16]`.
+
+Sequence layout (the reference implementation's): codes `c` of shape (B, F_0 + n). The
+first F_0 samples are context only; the targets are `c[:, F_0:]` (n of them). Frame j of
+tier k covers `c[F_0 - F_k + j F_k : F_0 + j F_k]` and conditions the F_k targets right
+after it; the MLP predicts `c[t]` from `c[t - F_{K-1} : t]`. Everything is causal: the
+logits for `c[t]` depend on `c[:t]` only. Frame tiers see the *level* of each code scaled
+to [-1, 1] (`2q/(Q-1) - 1`: the companded value for mu-law), the MLP learned embeddings.
+
+Shapes through `forward(codes (B, F_0 + n), state)` with n a multiple of F_0:
+
+    tier k input   (B, n / F_k, F_k)       -> Linear -> (B, n / F_k, hidden)
+    tier k output  (B, n / F_{k+1}, hidden)   (the last tier: (B, n, mlp_hidden))
+    MLP            (B, n, mlp_hidden)      -> logits (B, n, q_levels)
+    state          per frame tier: (h, c) for LSTM, h for GRU, each (rnn_layers, B, hidden)
+
+Batches (the same data module as `AudioRNN`, `repr=time`, `hop == x_len`): frames
+(B, T+1, x_len) of normalised samples are flattened to (B, (T+1)·x_len) and quantised
+(`audiolstm.quantize`; use `norm=minmax` so samples lie in [-1, 1], values outside are
+clamped). `x_len` must be a multiple of F_0 so that the targets are whole top frames.
+
+Training uses manual optimisation with truncated BPTT, like `AudioRNN`: the targets are
+cut into chunks of `tbptt_steps` top frames, every tier's state is carried across chunks
+detached (stateful across the chunks of one example, reset between examples), and the
+optimiser steps once per chunk. Chunked and full forwards give the same logits.
+
+Metrics: `loss` is the cross-entropy in nats per sample; `bits_per_sample = loss / ln 2`
+is a *discrete* likelihood of the `q_levels`-level quantisation (mu-law or linear) of the
+normalised signal, the number SampleRNN reports (≈1–1.4 bits at 256 levels); `mse` is the
+squared error, in normalised units, of the softmax's expected value (levels dequantised)
+against the true, unquantised sample: comparable with `AudioRNN`'s `loss`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from audiolstm.errors import UserError
+from audiolstm.generate import ProgressFn, cpu_backend
+from audiolstm.heads import bits_per_sample
+from audiolstm.model import NonFiniteLossError, State, detach_state
+from audiolstm.quantize import dequantize, quantize
+
+__all__ = ["SampleRNN"]
+
+
+class FrameTier(nn.Module):
+    """One frame-level tier: frame projection (+ conditioning) -> RNN -> upsampling.
+
+    Upsampling by `ratio` is a linear map to `ratio` vectors per step, i.e. the
+    paper's transposed convolution with kernel = stride = ratio.
+    """
+
+    def __init__(self, frame_size: int, ratio: int, hidden: int, out_dim: int,
+                 rnn_layers: int, cell: str) -> None:
+        super().__init__()
+        self.frame_size, self.ratio, self.out_dim = frame_size, ratio, out_dim
+        self.inp = nn.Linear(frame_size, hidden)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn(hidden, hidden, num_layers=rnn_layers, batch_first=True)
+        self.up = nn.Linear(hidden, ratio * out_dim)
+
+    def forward(self, frames: Tensor, cond: Tensor | None, state: Any = None
+                ) -> tuple[Tensor, Any]:
+        """frames (B, T, F), cond (B, T, hidden) or None -> (B, T·ratio, out_dim), state."""
+        h = self.inp(frames)
+        if cond is not None:
+            h = h + cond
+        h, state = self.rnn(h, state)
+        b, t, _ = h.shape
+        return self.up(h).reshape(b, t * self.ratio, self.out_dim), state
+
+
+class SampleRNN(pl.LightningModule):
+    def __init__(
+        self,
+        frame_sizes: list[int] | tuple[int, ...] = (16,),
+        hidden: int = 256,
+        rnn_layers: int = 1,
+        cell: str = "lstm",
+        mlp_hidden: int = 256,
+        q_levels: int = 256,
+        quantization: str = "mu_law",
+        embed_dim: int = 64,
+        tbptt_steps: int | None = None,
+        grad_clip: float | None = 1.0,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        input_dim: int | None = None,  # passed to every model by train.py; unused here
+    ) -> None:
+        super().__init__()
+        frame_sizes = _check_frame_sizes(frame_sizes)
+        for name, v in (("hidden", hidden), ("rnn_layers", rnn_layers),
+                        ("mlp_hidden", mlp_hidden), ("embed_dim", embed_dim)):
+            _check_pos_int(f"model.{name}", v)
+        if isinstance(q_levels, bool) or not isinstance(q_levels, int) or q_levels < 2:
+            raise UserError(f"model.q_levels must be an integer >= 2, got {q_levels!r}")
+        if cell not in ("lstm", "gru"):
+            raise UserError(f"model.cell must be 'lstm' or 'gru', got {cell!r}")
+        if quantization not in ("mu_law", "linear"):
+            raise UserError(
+                f"model.quantization must be 'mu_law' or 'linear', got {quantization!r}")
+        if tbptt_steps is not None:
+            _check_pos_int("model.tbptt_steps", tbptt_steps)
+        # Plain containers only: checkpoints then load with torch.load(weights_only=True).
+        self.save_hyperparameters()
+        self.hparams.frame_sizes = frame_sizes
+        self.automatic_optimization = False
+        self.frame_sizes = frame_sizes
+        self.q_levels = q_levels
+        self.quantization = quantization
+
+        below = [*frame_sizes[1:], 1]  # the lowest frame tier upsamples to single samples
+        last = len(frame_sizes) - 1
+        self.tiers = nn.ModuleList(
+            FrameTier(fs, fs // nxt, hidden, mlp_hidden if k == last else hidden,
+                      rnn_layers, cell)
+            for k, (fs, nxt) in enumerate(zip(frame_sizes, below, strict=True))
+        )
+        self.embedding = nn.Embedding(q_levels, embed_dim)
+        self.mlp_in = nn.Conv1d(embed_dim, mlp_hidden, kernel_size=frame_sizes[-1])
+        self.mlp = nn.Sequential(
+            nn.ReLU(), nn.Linear(mlp_hidden, mlp_hidden),
+            nn.ReLU(), nn.Linear(mlp_hidden, mlp_hidden),
+            nn.ReLU(), nn.Linear(mlp_hidden, q_levels),
+        )
+        # Dequantised value of each level, for the expected value behind `mse`.
+        self.register_buffer(
+            "levels", dequantize(torch.arange(q_levels), q_levels, quantization), persistent=False)
+        # Like AudioRNN: data settings and the W&B run id ride along in checkpoints.
+        self.data_state: dict[str, Any] | None = None
+        self.wandb_id: str | None = None
+        self.sample_metrics: dict[str, Any] | None = None
+        self._eval_sums: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ network
+    @property
+    def lookback(self) -> int:
+        """Samples of context before the first target: the top frame size."""
+        return self.frame_sizes[0]
+
+    def _level(self, codes: Tensor) -> Tensor:
+        """Codes -> their level scaled to [-1, 1]: what the frame tiers read."""
+        return codes.to(self.levels.dtype) * (2.0 / (self.q_levels - 1)) - 1.0
+
+    def conditioning(self, codes: Tensor, state: State | None = None
+                     ) -> tuple[Tensor, State]:
+        """codes (B, F_0 + n) -> per-target conditioning (B, n, mlp_hidden), tier states.
+
+        With n a multiple of F_0 the returned state continues exactly where the
+        next chunk starts; otherwise the tiers have run past the last target.
+        """
+        b, total = codes.shape
+        top = self.lookback
+        n = total - top
+        x = self._level(codes)
+        cond: Tensor | None = None
+        new_state: State = []
+        for k, tier in enumerate(self.tiers):
+            fs = tier.frame_size
+            nf = -(-n // fs)
+            frames = x[:, top - fs : top - fs + nf * fs].reshape(b, nf, fs)
+            cond, s = tier(frames, None if cond is None else cond[:, :nf],
+                           None if state is None else state[k])
+            new_state.append(s)
+        assert cond is not None
+        return cond[:, :n], new_state
+
+    def sample_logits(self, codes: Tensor, cond: Tensor) -> Tensor:
+        """The sample MLP: codes (B, F_0 + n), conditioning (B, n, H) -> logits (B, n, Q)."""
+        fs = self.frame_sizes[-1]
+        emb = self.embedding(codes[:, self.lookback - fs : -1])  # (B, n + fs - 1, E)
+        h = self.mlp_in(emb.transpose(1, 2)).transpose(1, 2)     # (B, n, H)
+        return self.mlp(h + cond)
+
+    def forward(self, codes: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """codes (B, F_0 + n) int64 -> logits for codes[:, F_0:] (B, n, Q), new state."""
+        if codes.dim() != 2 or codes.shape[1] <= self.lookback:
+            raise ValueError(f"codes must be (B, > {self.lookback}), got {tuple(codes.shape)}")
+        cond, state = self.conditioning(codes, state)
+        return self.sample_logits(codes, cond), state
+
+    def quantize(self, samples: Tensor) -> Tensor:
+        """Normalised samples -> codes in [0, q_levels) (clamped to [-1, 1] first)."""
+        return quantize(samples, self.q_levels, self.quantization).to(samples.device)
+
+    def teacher_forced_logits(self, samples: Tensor) -> Tensor:
+        """samples (B, N) normalised -> logits (B, N - F_0, Q) for samples[:, F_0:], one pass."""
+        return self(self.quantize(samples))[0]
+
+    # ------------------------------------------------------------------ data
+    def _codes(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """A frames batch (B, T+1, x_len) -> codes and samples, both (B, (T+1)·x_len)."""
+        if batch.dim() != 3:
+            raise ValueError(f"SampleRNN expects frames (B, T+1, x_len), got {tuple(batch.shape)}")
+        self._check_data(batch.shape[-1])
+        samples = batch.reshape(batch.shape[0], -1)
+        return self.quantize(samples), samples
+
+    def _check_data(self, x_len: int) -> None:
+        top = self.lookback
+        if x_len % top:
+            raise UserError(
+                f"data.x_len={x_len} must be a multiple of model.frame_sizes[0]={top} "
+                "(SampleRNN's top frame)")
+        state = self.data_state or {}
+        rep = state.get("repr") or {}
+        if rep.get("kind", "time") != "time" or rep.get("standardize"):
+            raise UserError(
+                f"repr={rep.get('kind')} (standardize={rep.get('standardize')}): SampleRNN "
+                "models raw samples, use repr=time with repr.standardize=false")
+        hop = (state.get("data") or {}).get("hop")
+        if hop is not None and hop != x_len:
+            raise UserError(
+                f"data.hop={hop}: SampleRNN reads frames as one contiguous signal, "
+                f"leave data.hop unset (= data.x_len={x_len})")
+
+    def _chunk_len(self, n: int) -> int:
+        return self.hparams.tbptt_steps * self.lookback if self.hparams.tbptt_steps else n
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        opt = self.optimizers()
+        codes, _ = self._codes(batch)
+        top, q = self.lookback, self.q_levels
+        n = codes.shape[1] - top
+        chunk = self._chunk_len(n)
+        state: State | None = None
+        total = torch.zeros((), device=codes.device)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            logits, state = self(codes[:, start : stop + top], state)
+            loss = F.cross_entropy(logits.reshape(-1, q), codes[:, start + top : stop + top]
+                                   .reshape(-1))
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                    f"batch {batch_idx}: lower model.optimizer.lr or set model.grad_clip; "
+                    "the last good checkpoint is kept")
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if self.hparams.grad_clip:
+                self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip,
+                                    gradient_clip_algorithm="norm")
+            opt.step()
+            state = detach_state(state)
+            total = total + loss.detach() * (stop - start)
+        loss = total / n
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is None:
+            return
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            val = self.trainer.callback_metrics.get("val/loss")
+            if val is not None:
+                sched.step(val)
+        else:
+            sched.step()
+
+    def configure_optimizers(self) -> Any:
+        opt_cfg = self.hparams.optimizer or {
+            "_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3,
+        }
+        optimizer = instantiate(opt_cfg)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: Tensor) -> None:
+        codes, samples = self._codes(batch)
+        top, q = self.lookback, self.q_levels
+        n = codes.shape[1] - top
+        chunk = self._chunk_len(n)  # the same chunks as training: bounded memory
+        state: State | None = None
+        sums = {"loss": torch.zeros((), dtype=torch.float64, device=codes.device)}
+        sums["mse"] = sums["loss"].clone()
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            logits, state = self(codes[:, start : stop + top], state)
+            target = codes[:, start + top : stop + top]
+            ce = F.cross_entropy(logits.reshape(-1, q), target.reshape(-1), reduction="sum")
+            expected = torch.softmax(logits.float(), dim=-1) @ self.levels.float()
+            err = (expected - samples[:, start + top : stop + top].float()).square().sum()
+            sums["loss"] += ce.detach().double()
+            sums["mse"] += err.detach().double()
+        sums["count"] = torch.tensor(float(codes.shape[0] * n), dtype=torch.float64,
+                                     device=codes.device)
+        for k, v in sums.items():
+            self._eval_sums[k] = self._eval_sums.get(k, 0.0) + v
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        """Exact split-wide means per sample (sums and counts reduced over ranks)."""
+        if not self._eval_sums:
+            return
+        keys = sorted(self._eval_sums)
+        sums = torch.stack([torch.as_tensor(self._eval_sums[k]) for k in keys])
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        total = dict(zip(keys, sums.tolist(), strict=True))
+        self._eval_sums = {}
+        n = total.pop("count")
+        loss = total["loss"] / n
+        # Already reduced over ranks above: no sync_dist here.
+        self.log(f"{prefix}/loss", loss, prog_bar=True)
+        self.log_dict({f"{prefix}/bits_per_sample": bits_per_sample(loss),
+                       f"{prefix}/mse": total["mse"] / n})
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate(self, seed: Tensor, n_samples: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None,
+                 progress: ProgressFn | None = None,
+                 return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Continue B seeds (B, S) of normalised samples by `n_samples` -> (B, n_samples).
+
+        The seed is cut to its last `S - S mod F_0` samples; all tiers are warmed on it
+        in one pass, then each sample is drawn from `softmax(logits / temperature)`
+        (temperature 0: argmax) with O(1) work: tier k steps only every F_k samples,
+        carrying its state. The B sequences are generated together and independently.
+        Output samples are dequantised levels in normalised units, on the model's device,
+        in the seed's dtype. `return_logits=True` also returns the logits each sample was
+        drawn from, (B, n_samples, Q) (what the tests compare with `teacher_forced_logits`).
+        """
+        temperature = float(temperature)
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if seed.dim() != 2:
+            raise ValueError(f"seed must be (B, S) samples, got shape {tuple(seed.shape)}")
+        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 0:
+            raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
+        n_samples = int(n_samples)
+        top, fb = self.lookback, self.frame_sizes[-1]
+        s = seed.shape[1] // top * top
+        if s == 0:
+            raise UserError(
+                f"seed.seconds too short: the seed has {seed.shape[1]} samples, SampleRNN "
+                f"needs at least one top frame of model.frame_sizes[0]={top} samples")
+        device = self.levels.device
+        b = seed.shape[0]
+        buf = torch.empty(b, s + n_samples, dtype=torch.long, device=device)
+        buf[:, :s] = self.quantize(seed[:, seed.shape[1] - s :].to(device))
+        logits_out = (torch.empty(b, n_samples, self.q_levels, device=device)
+                      if return_logits else None)
+        state: list[Any] = [None] * len(self.tiers)
+        if s > top:  # warm: the tiers consume every frame before the first target
+            _, state = self.conditioning(buf[:, :s])
+        conds: list[Tensor] = [torch.empty(0)] * len(self.tiers)
+        w_in = self.mlp_in.weight.reshape(self.mlp_in.out_channels, -1)  # (H, E·fb)
+        with cpu_backend(single_step=device.type == "cpu"):
+            for i, t in enumerate(range(s, s + n_samples)):
+                for k, tier in enumerate(self.tiers):
+                    fs = tier.frame_size
+                    if t % fs:
+                        continue
+                    above = None
+                    if k:
+                        j = (t % self.frame_sizes[k - 1]) // fs
+                        above = conds[k - 1][:, j : j + 1]
+                    frame = self._level(buf[:, t - fs : t])[:, None]
+                    conds[k], state[k] = tier(frame, above, state[k])
+                # mlp_in on one window, as a matmul (faster than a length-1 conv1d)
+                emb = self.embedding(buf[:, t - fb : t]).transpose(1, 2).reshape(b, -1)
+                h = F.linear(emb, w_in, self.mlp_in.bias) + conds[-1][:, t % fb]
+                logits = self.mlp(h)
+                if logits_out is not None:
+                    logits_out[:, i] = logits
+                buf[:, t] = _draw(logits, temperature, generator)
+                if progress and ((i + 1) % top == 0 or i + 1 == n_samples):
+                    progress(i + 1, n_samples)
+        out = dequantize(buf[:, s:], self.q_levels, self.quantization, dtype=seed.dtype)
+        return (out, logits_out) if logits_out is not None else out
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["audiolstm"] = {"data_state": self.data_state, "wandb_id": self.wandb_id,
+                                   "model_class": "SampleRNN"}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = checkpoint.get("audiolstm") or {}
+        self.data_state = extra.get("data_state")
+        self.wandb_id = extra.get("wandb_id")
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _draw(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """One code per row of logits (B, Q): argmax at temperature 0, else a softmax draw."""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    # Subtract the max first: logits / tiny temperature then cannot overflow to NaN.
+    z = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)[:, 0]
+
+
+def _check_pos_int(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{field} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_frame_sizes(frame_sizes: Any) -> list[int]:
+    try:
+        sizes = list(frame_sizes)
+    except TypeError:
+        raise UserError(f"model.frame_sizes must be a list of integers, got {frame_sizes!r}") \
+            from None
+    if not sizes:
+        raise UserError("model.frame_sizes must list at least one frame size, got []")
+    sizes = [_check_pos_int("model.frame_sizes", v) for v in sizes]
+    for upper, lower in zip(sizes[:-1], sizes[1:], strict=False):
+        if upper % lower:
+            raise UserError(
+                f"model.frame_sizes={sizes}: each tier's frame size must be a multiple of "
+                f"the next one's ({upper} is not a multiple of {lower})")
+    return sizes

@@ -1,0 +1,302 @@
+"""SampleRNN: chunked = full forward, causality, generation paths, training, metrics, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from audiolstm.errors import UserError
+from audiolstm.model import NonFiniteLossError
+from audiolstm.samplernn import SampleRNN
+from audiolstm.windows import identity_collate
+
+LIVELY = 4.0
+TIERS = {"2-tier": [4], "3-tier": [8, 2], "4-tier": [8, 4, 2]}
+
+
+def _model(frame_sizes: list[int], seed: int = 0, gain: float = 1.0, **kw) -> SampleRNN:
+    """A tiny model; `gain` scales the initial weights so that its output (and its argmax
+    path) depends visibly on the input: at PyTorch's init the untrained argmax is constant.
+    LIVELY is for the generation tests; equivalence tests use 1 (logits of order 1)."""
+    torch.manual_seed(seed)
+    kw = {"hidden": 12, "mlp_hidden": 16, "q_levels": 32, "embed_dim": 6} | kw
+    model = SampleRNN(frame_sizes=frame_sizes, **kw)  # no dropout: train/eval alike
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(gain)
+    return model
+
+
+def _samples(b: int, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n, dtype=torch.float32)
+    phase = torch.rand(b, 1, generator=g) * 6.0
+    return 0.8 * torch.sin(0.3 * t + phase) + 0.1 * torch.randn(b, n, generator=g)
+
+
+class _Frames(torch.utils.data.Dataset):
+    def __init__(self, frames: torch.Tensor) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitems__(self, idx: list[int]) -> torch.Tensor:
+        return self.frames[idx]
+
+
+def _trainer(**kw) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, **kw)
+
+
+def _loader(frames: torch.Tensor, batch_size: int) -> DataLoader:
+    return DataLoader(_Frames(frames), batch_size=batch_size, collate_fn=identity_collate)
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("tiers", ["2-tier", "3-tier", "4-tier"])
+def test_chunked_stateful_forward_equals_full_forward(tiers: str, cell: str) -> None:
+    fs = TIERS[tiers]
+    model = _model(fs, cell=cell, rnn_layers=2)
+    top = fs[0]
+    codes = model.quantize(_samples(3, top * 10))  # 9 top frames of targets
+    with torch.no_grad():
+        full, full_state = model(codes)
+        state, parts = None, []
+        for start in range(0, 9 * top, 4 * top):  # chunks of 4, 4, 1 top frames
+            stop = min(start + 4 * top, 9 * top)
+            logits, state = model(codes[:, start : stop + top], state)
+            parts.append(logits)
+    chunked = torch.cat(parts, dim=1)
+    assert full.shape == chunked.shape == (3, 9 * top, 32)
+    assert (full - chunked).abs().max().item() <= 1e-5
+    flat = [t for s in state for t in (s if isinstance(s, tuple) else (s,))]
+    ref = [t for s in full_state for t in (s if isinstance(s, tuple) else (s,))]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(flat, ref, strict=True))
+    # and carrying the state matters: a fresh state on the last chunk gives other logits
+    with torch.no_grad():
+        fresh, _ = model(codes[:, 8 * top :])
+    assert (fresh - full[:, 8 * top :]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("tiers", ["2-tier", "3-tier"])
+def test_logits_are_causal(tiers: str) -> None:
+    fs = TIERS[tiers]
+    model = _model(fs)
+    top = fs[0]
+    codes = model.quantize(_samples(1, top * 6))
+    changed = codes.clone()
+    p = 3 * top + 1  # a sample inside a frame
+    changed[0, p] = (codes[0, p] + 7) % 32
+    with torch.no_grad():
+        a, _ = model(codes)
+        b, _ = model(changed)
+    diff = (a - b).abs().amax(dim=-1)[0]  # per target; target i is sample top + i
+    assert diff[: p - top + 1].max() == 0  # logits up to and including sample p's own
+    assert diff[p - top + 1] > 0  # the next sample sees it through the MLP
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("tiers", ["2-tier", "3-tier"])
+def test_generation_logits_equal_teacher_forcing_on_its_output(tiers: str) -> None:
+    fs = TIERS[tiers]
+    model = _model(fs, gain=LIVELY)
+    seed = _samples(2, 3 * fs[0] + 3)  # rounded down to 3 top frames: the last ones kept
+    g = torch.Generator().manual_seed(1)
+    out, logits = model.generate(seed, 29, temperature=1.0, generator=g, return_logits=True)
+    assert out.shape == (2, 29) and logits.shape == (2, 29, 32)
+    sequence = torch.cat([seed[:, 3:], out], dim=1)
+    with torch.no_grad():
+        tf = model.teacher_forced_logits(sequence)
+    assert (tf[:, -29:] - logits).abs().max().item() <= 1e-4
+    assert torch.isin(out, model.levels).all()  # outputs are dequantised levels
+
+
+def test_temperature_zero_is_the_argmax_path_and_deterministic() -> None:
+    model = _model([8, 2], gain=LIVELY)
+    seed = _samples(2, 16)
+    a, logits = model.generate(seed, 40, temperature=0.0, return_logits=True)
+    b = model.generate(seed, 40, temperature=0.0)
+    assert torch.equal(a, b)
+    assert torch.equal(model.quantize(a), logits.argmax(dim=-1))
+    assert model.quantize(a).unique().numel() > 3  # a path that is not a constant
+    tiny = model.generate(seed, 40, temperature=1e-6, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(tiny, a)
+    hot = model.generate(seed, 40, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(hot, a)  # so the equality above is not vacuous
+
+
+def test_sampling_is_reproducible_with_a_generator() -> None:
+    model = _model([4], gain=LIVELY)
+    seed = _samples(2, 8)
+    a = model.generate(seed, 30, generator=torch.Generator().manual_seed(5))
+    b = model.generate(seed, 30, generator=torch.Generator().manual_seed(5))
+    c = model.generate(seed, 30, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("tiers", ["2-tier", "3-tier"])
+def test_batched_generation_equals_one_at_a_time(tiers: str) -> None:
+    fs = TIERS[tiers]
+    model = _model(fs, gain=LIVELY)
+    seeds = _samples(3, 2 * fs[0], seed=4)
+    batched, logits = model.generate(seeds, 25, temperature=0.0, return_logits=True)
+    for i in range(3):
+        alone, alone_logits = model.generate(seeds[i : i + 1], 25, temperature=0.0,
+                                             return_logits=True)
+        assert torch.equal(alone[0], batched[i])
+        assert torch.allclose(alone_logits[0], logits[i], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(batched[0], batched[1])  # different seeds, different outputs
+
+
+def test_seed_uses_its_last_whole_top_frames_and_one_frame_suffices() -> None:
+    model = _model([8, 2], gain=LIVELY)
+    seed = _samples(1, 8 * 3 + 5)
+    assert torch.equal(model.generate(seed, 20, temperature=0.0),
+                       model.generate(seed[:, 5:], 20, temperature=0.0))
+    one = model.generate(seed[:, -8:], 20, temperature=0.0)  # no warm-up pass at all
+    _, logits = model.generate(seed[:, -8:], 20, temperature=0.0, return_logits=True)
+    with torch.no_grad():
+        tf = model.teacher_forced_logits(torch.cat([seed[:, -8:], one], dim=1))
+    assert (tf - logits).abs().max() <= 1e-4
+
+
+def test_seed_shorter_than_a_top_frame_is_a_user_error() -> None:
+    model = _model([8, 2])
+    with pytest.raises(UserError, match=r"seed\.seconds"):
+        model.generate(torch.zeros(1, 7), 10)
+
+
+def test_generation_reports_progress() -> None:
+    model = _model([4])
+    calls: list[tuple[int, int]] = []
+    model.generate(torch.zeros(1, 4), 10, progress=lambda i, n: calls.append((i, n)))
+    assert calls[-1] == (10, 10) and calls == sorted(calls)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("tbptt,expected", [(None, 1), (2, 4), (3, 3), (7, 1)])
+def test_optimizer_steps_per_batch_are_the_chunks(tbptt: int | None, expected: int) -> None:
+    # x_len 8, top frame 4: (3 + 1) * 8 = 32 samples, 4 context + 28 targets = 7 top frames
+    frames = _samples(8, 32).reshape(8, 4, 8)
+    model = _model([4, 2], tbptt_steps=tbptt)
+    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    trainer.fit(model, _loader(frames, 4))
+    assert trainer.global_step == 2 * expected  # two batches
+
+
+def test_overfitting_one_batch_lowers_the_loss() -> None:
+    frames = _samples(2, 64, seed=7).reshape(2, 4, 16)
+    model = _model([8, 2], hidden=24, mlp_hidden=32, tbptt_steps=2,
+                   optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-2})
+    flat = frames.reshape(2, -1)
+
+    def loss() -> float:
+        with torch.no_grad():
+            logits = model.teacher_forced_logits(flat)
+        return F.cross_entropy(logits.reshape(-1, 32), model.quantize(flat[:, 8:]).reshape(-1)).item()
+
+    before = loss()
+    trainer = _trainer(max_epochs=13, limit_val_batches=0)  # 4 chunks a batch: 52 steps
+    trainer.fit(model, _loader(frames, 2))
+    assert trainer.global_step == 52
+    after = loss()
+    assert before > 0.9 * math.log(32)  # starts near uniform
+    assert after < 0.5 * before  # ≈ 0.87 nats from ln 32 ≈ 3.47
+    assert trainer.callback_metrics["train/loss_epoch"] < 0.6 * before  # what was logged
+
+
+def test_non_finite_loss_is_a_clear_error() -> None:
+    model = _model([4])
+    with torch.no_grad():
+        model.mlp[-1].bias[3] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
+        _trainer(max_epochs=1, limit_val_batches=0).fit(model, _loader(torch.zeros(2, 3, 8), 2))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "mlp.5.bias")  # no step
+
+
+def test_x_len_not_a_multiple_of_the_top_frame_is_a_user_error() -> None:
+    model = _model([8, 2])
+    frames = torch.zeros(2, 3, 12)
+    with pytest.raises(UserError, match=r"data\.x_len=12 .*frame_sizes\[0\]=8"):
+        _trainer(max_epochs=1, limit_val_batches=0).fit(model, _loader(frames, 2))
+
+
+def test_non_time_representation_is_a_user_error() -> None:
+    model = _model([4])
+    model.data_state = {"repr": {"kind": "fft", "standardize": False}, "data": {}}
+    with pytest.raises(UserError, match="repr=time"):
+        model._codes(torch.zeros(1, 2, 8))
+
+
+@pytest.mark.parametrize("sizes", [[8, 3], [], [4, 0]])
+def test_bad_frame_sizes_are_user_errors(sizes: list[int]) -> None:
+    with pytest.raises(UserError, match=r"model\.frame_sizes"):
+        SampleRNN(frame_sizes=sizes)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize("tbptt", [None, 2])
+def test_validation_metrics_are_exact_split_wide_means(tbptt: int | None) -> None:
+    frames = (1.3 * _samples(5, 24, seed=9)).reshape(5, 3, 8)  # some samples outside [-1, 1]
+    model = _model([4, 2], quantization="linear", tbptt_steps=tbptt)
+    flat = frames.reshape(5, -1)
+    with torch.no_grad():
+        logits = model.teacher_forced_logits(flat)
+    targets = model.quantize(flat)[:, 4:]
+    ce = F.cross_entropy(logits.reshape(-1, 32), targets.reshape(-1)).item()
+    expected = torch.softmax(logits, -1) @ model.levels
+    mse = (expected - flat[:, 4:]).square().mean().item()
+    (res,) = _trainer().validate(model, _loader(frames, 2), verbose=False)  # batches 2, 2, 1
+    assert res["val/loss"] == pytest.approx(ce, rel=1e-5)
+    assert res["val/bits_per_sample"] == pytest.approx(res["val/loss"] / math.log(2), rel=1e-6)
+    assert res["val/mse"] == pytest.approx(mse, rel=1e-5)
+    (test,) = _trainer().test(model, _loader(frames, 5), verbose=False)
+    assert test["test/loss"] == pytest.approx(ce, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
+    frames = _samples(2, 32).reshape(2, 4, 8)
+    opt = {"_target_": "torch.optim.RMSprop", "_partial_": True, "lr": 1e-3}
+    model = _model([4, 2], gain=LIVELY, cell="gru", quantization="linear", tbptt_steps=3,
+                   optimizer=opt, input_dim=8)
+    model.data_state = {"data": {"x_len": 8}, "repr": {"kind": "time"}}
+    model.wandb_id = "abc123"
+    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    trainer.fit(model, _loader(frames, 2))
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt["audiolstm"]["data_state"] == model.data_state
+    hp = ckpt["hyper_parameters"]
+    assert hp["frame_sizes"] == [4, 2] and hp["optimizer"] == opt and hp["cell"] == "gru"
+    loaded = SampleRNN(**hp)
+    loaded.load_state_dict(ckpt["state_dict"])
+    loaded.on_load_checkpoint(ckpt)
+    assert loaded.data_state == model.data_state and loaded.wandb_id == "abc123"
+    assert loaded.num_params == model.num_params > 0
+    model.eval()
+    loaded.eval()
+    seed = _samples(1, 8)
+    assert torch.equal(model.generate(seed, 12, temperature=0.0),
+                       loaded.generate(seed, 12, temperature=0.0))
