@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,14 @@ CONF_DIR = str(PROJECT_ROOT / "conf")
 log = logging.getLogger("audiolstm")
 
 register_configs()
+
+# Noise that says nothing to our users: the run dir always holds .hydra/ next to
+# metrics.csv; we choose num_workers on purpose; a Lightning-internal deprecation.
+for _pattern in (r"Experiment logs directory .* exists and is not empty",
+                 r".*does not have many workers.*",
+                 r".*isinstance\(treespec, LeafSpec\).*",
+                 r"The anonymous setting has no effect.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
 
 
 def _in_multirun() -> bool:
@@ -83,7 +92,7 @@ def _finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         failed = sys.exc_info()[0] is not None
-        wandb.finish(exit_code=1 if failed else 0, quiet=True)
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

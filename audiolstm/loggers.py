@@ -44,6 +44,8 @@ def _reachable(host: str, timeout: float = 2.0) -> bool:
 
 def resolve_wandb_mode(mode: str = "auto") -> str:
     """online | offline | disabled, decided without ever prompting or hanging."""
+    if os.environ.get("WANDB_MODE") == "":  # set but empty: wandb itself rejects it
+        del os.environ["WANDB_MODE"]
     if mode != "auto":
         return mode
     env = os.environ.get("WANDB_MODE")
