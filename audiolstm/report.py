@@ -31,6 +31,10 @@ from audiolstm.errors import UserError
 from audiolstm.plots import plot_learning_curves
 from audiolstm.runinfo import epoch_curves, read_json
 
+#: Extra summary keys (issue 7: honest baselines, likelihoods, collapse metrics).
+GENERATION_AND_ISSUE7 = ("test_mse", "test_rel_ridge", "test_bits_per_sample", "rms_ratio_2s",
+                         "rms_ratio_5s", "rms_ratio_10s", "log_spectral_distance_db",
+                         "frame_correlation", "frame_rate_energy_fraction")
 #: Media larger than this are linked (relative path) instead of embedded in report.html.
 MAX_EMBED_BYTES = 8 * 1024 * 1024
 #: Override keys that are bookkeeping, not hyper-parameters.
@@ -39,7 +43,7 @@ HIDDEN_KEYS = ("optuna", "hydra.sweep.dir", "hydra.run.dir")
 CSV_FIELDS = ("rank", "best", "run", "status", "reason", "overrides", "varying", "params",
               "epochs", "best_val_loss", "test_loss", "test_mse_zero", "test_mse_persistence",
               "test_rel_zero", "test_rel_persistence", "tick_score", "rms_ratio",
-              "train_seconds", "sample_wav", "run_dir")
+              *GENERATION_AND_ISSUE7, "train_seconds", "sample_wav", "run_dir")
 
 
 @dataclass
@@ -199,15 +203,29 @@ def _params(v: float | None) -> str:
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("#", "rank"), ("run (overrides that vary)", "label"), ("status", "status"),
     ("params", "params"), ("best val loss", "best_val_loss"), ("test loss", "test_loss"),
-    ("test / zero", "test_rel_zero"), ("test / persistence", "test_rel_persistence"),
-    ("tick score", "tick_score"), ("RMS ratio", "rms_ratio"), ("epochs", "epochs"),
+    ("test MSE", "test_mse"), ("test / zero", "test_rel_zero"),
+    ("test / persistence", "test_rel_persistence"), ("test / ridge", "test_rel_ridge"),
+    ("bits / sample", "test_bits_per_sample"),
+    ("tick score", "tick_score"), ("RMS ratio", "rms_ratio"), ("RMS 2 s", "rms_ratio_2s"),
+    ("RMS 5 s", "rms_ratio_5s"), ("RMS 10 s", "rms_ratio_10s"),
+    ("log-spectral dist. (dB)", "log_spectral_distance_db"),
+    ("frame corr.", "frame_correlation"), ("energy at frame rate", "frame_rate_energy_fraction"),
+    ("epochs", "epochs"),
     ("train time", "train_seconds"),
 )
 
 
-def _cells(r: Run) -> list[str]:
+def columns(runs: list[Run]) -> list[tuple[str, str]]:
+    """COLUMNS minus the optional metric columns no run has (e.g. bits/sample for MSE heads)."""
+    always = ("rank", "label", "status", "params", "best_val_loss", "test_loss", "epochs",
+              "train_seconds")
+    return [(h, k) for h, k in COLUMNS
+            if k in always or any(r.summary.get(k) is not None for r in runs)]
+
+
+def _cells(r: Run, cols: list[tuple[str, str]] | None = None) -> list[str]:
     out = []
-    for _, key in COLUMNS:
+    for _, key in cols or COLUMNS:
         if key == "rank":
             out.append(f"{r.rank} ★" if r.best else str(r.rank))
         elif key == "label":
@@ -237,7 +255,7 @@ def write_csv(path: Path, runs: list[Run]) -> None:
             row: dict[str, Any] = {k: r.summary.get(k) for k in CSV_FIELDS if k in (
                 "params", "epochs", "test_loss", "test_mse_zero", "test_mse_persistence",
                 "test_rel_zero", "test_rel_persistence", "tick_score", "rms_ratio",
-                "train_seconds")}
+                *GENERATION_AND_ISSUE7, "train_seconds")}
             row |= {"rank": r.rank, "best": int(r.best), "run": r.name, "status": r.status,
                     "reason": r.reason, "overrides": " ".join(r.overrides),
                     "varying": r.varying, "best_val_loss": r.val_loss,
@@ -251,11 +269,12 @@ def _md_escape(s: str) -> str:
 
 
 def markdown_table(runs: list[Run]) -> str:
-    lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |",
+    cols = columns(runs)
+    lines = ["| " + " | ".join(h for h, _ in cols) + " |",
              "|" + "|".join("---:" if k not in ("label", "status") else "---"
-                            for _, k in COLUMNS) + "|"]
+                            for _, k in cols) + "|"]
     for r in runs:
-        cells = [_md_escape(c) for c in _cells(r)]
+        cells = [_md_escape(c) for c in _cells(r, cols)]
         if r.best:
             cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -360,17 +379,18 @@ def write_html(path: Path, title: str, runs: list[Run], common: list[str],
     out = path.parent
     esc = html.escape
     rows = []
+    cols = columns(runs)
     for r in runs:
         cls = " ".join(c for c in (r.status, "best" if r.best else "") if c)
         tds = []
-        for (_, key), cell in zip(COLUMNS, _cells(r), strict=True):
+        for (_, key), cell in zip(cols, _cells(r, cols), strict=True):
             klass = f' class="{key}"' if key in ("label", "status") else ""
             text = esc(cell)
             if key == "status" and r.reason:
                 text += f'<br><span class="note">{esc(r.reason)}</span>'
             tds.append(f"<td{klass}>{text}</td>")
         rows.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>")
-    head = "".join(f"<th>{esc(h)}</th>" for h, _ in COLUMNS)
+    head = "".join(f"<th>{esc(h)}</th>" for h, _ in cols)
     body = [f"<h1>{esc(title)}</h1>",
             f'<p class="note">{len(runs)} runs, sorted by best validation loss; ★ marks the '
             "best completed run. <i>test / zero</i> and <i>test / persistence</i>: test MSE "
