@@ -27,12 +27,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from audiolstm.base import AudioModel, NonFiniteLossError  # noqa: F401 - re-exported
 from audiolstm.baselines import copy_overlap_mse, new_sample_mse
 from audiolstm.errors import UserError
 from audiolstm.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
@@ -40,10 +39,6 @@ from audiolstm.losses import multi_resolution_stft_loss
 from audiolstm.metrics import baseline_mse
 
 State = list[Any]  # per layer: (h, c) for LSTM, h for GRU
-
-
-class NonFiniteLossError(UserError):
-    """Training diverged: reported as one line; the last good checkpoint stays."""
 
 
 class MeanHead(nn.Linear):
@@ -83,7 +78,7 @@ def tbptt_step(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None,
     return total / steps
 
 
-class AudioRNN(pl.LightningModule):
+class AudioRNN(AudioModel):
     def __init__(
         self,
         input_dim: int,
@@ -107,7 +102,6 @@ class AudioRNN(pl.LightningModule):
         super().__init__()
         # Plain containers only: checkpoints then load with torch.load(weights_only=True).
         self.save_hyperparameters()
-        self.automatic_optimization = False
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         sizes = [input_dim, *hidden_sizes]
         self.input_dropout = nn.Dropout(input_dropout)
@@ -129,15 +123,9 @@ class AudioRNN(pl.LightningModule):
                             "trained by likelihood)")
         if forget_bias is not None:
             self.set_forget_bias(forget_bias)
-        # Data settings, normaliser and representation ride along in checkpoints
-        # (filled by train.py / on_load_checkpoint); see `data_state`.
-        self.data_state: dict[str, Any] | None = None
-        self.wandb_id: str | None = None
-        self.sample_metrics: dict[str, Any] | None = None
         # Ridge baseline (last frame -> next frame), fitted on the training split by
         # train.py; evaluation only, never saved.
         self.ridge: tuple[Tensor, Tensor] | None = None
-        self._eval_sums: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ network
     def set_forget_bias(self, value: float) -> None:
@@ -198,19 +186,7 @@ class AudioRNN(pl.LightningModule):
         opt = self.optimizers()
 
         def update(loss: Tensor) -> None:
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                    f"batch {batch_idx}: lower model.optimizer.lr or set model.grad_clip; "
-                    "the last good checkpoint is kept"
-                )
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            if self.hparams.grad_clip:
-                self.clip_gradients(
-                    opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm"
-                )
-            opt.step()
+            self.optimizer_update(opt, loss, batch_idx)
 
         x = batch[:, :-1]
         if self.hparams.scheduled_sampling > 0:
@@ -220,27 +196,6 @@ class AudioRNN(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch.shape[0])
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        sched = self.lr_schedulers()
-        if sched is None:
-            return
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            val = self.trainer.callback_metrics.get("val/loss")
-            if val is not None:
-                sched.step(val)
-        else:
-            sched.step()
-
-    def configure_optimizers(self) -> Any:
-        opt_cfg = self.hparams.optimizer or {
-            "_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3,
-        }
-        optimizer = instantiate(opt_cfg)(params=self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Tensor) -> None:
@@ -260,18 +215,13 @@ class AudioRNN(pl.LightningModule):
             sums["mse_copy_overlap"] = copy_overlap_mse(x, y, hop) * n
             sums["count_new"] = n_new
         sums["count"] = n
-        for k, v in sums.items():
-            self._eval_sums[k] = self._eval_sums.get(k, 0.0) + v.detach().double()
+        self.accumulate(sums)
 
     def _eval_epoch_end(self, prefix: str) -> None:
         """Exact split-wide means (summed over ranks), and the model relative to baselines."""
-        if not self._eval_sums:
+        total = self.reduced_eval_sums()
+        if total is None:
             return
-        keys = sorted(self._eval_sums)
-        sums = torch.stack([torch.as_tensor(self._eval_sums[k]) for k in keys])
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        total = dict(zip(keys, sums.tolist(), strict=True))
-        self._eval_sums = {}
         n = total.pop("count")
         n_new = total.pop("count_new", None)
         means = {k: v / (n_new if k == "mse_new" else n) for k, v in total.items()}
@@ -286,18 +236,6 @@ class AudioRNN(pl.LightningModule):
         # Already reduced over ranks above: no sync_dist here.
         self.log(f"{prefix}/loss", metrics.pop(f"{prefix}/loss"), prog_bar=True)
         self.log_dict(metrics)
-
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
     def _overlap_hop(self) -> int | None:
         d = (self.data_state or {}).get("data") or {}
@@ -320,19 +258,6 @@ class AudioRNN(pl.LightningModule):
             if scale:
                 return float(bits_per_sample(nll, bins=256, scale=float(scale)))
         return None
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["audiolstm"] = {"data_state": self.data_state, "wandb_id": self.wandb_id}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        extra = checkpoint.get("audiolstm") or {}
-        self.data_state = extra.get("data_state")
-        self.wandb_id = extra.get("wandb_id")
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def _ratio(a: float, b: float) -> float:

@@ -55,16 +55,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from audiolstm.base import AudioModel
 from audiolstm.errors import UserError
 from audiolstm.generate import ProgressFn, cpu_backend
 from audiolstm.heads import bits_per_sample
-from audiolstm.model import NonFiniteLossError, State, detach_state
+from audiolstm.model import State, detach_state
 from audiolstm.quantize import dequantize, quantize
 
 __all__ = ["SampleRNN"]
@@ -97,7 +96,9 @@ class FrameTier(nn.Module):
         return self.up(h).reshape(b, t * self.ratio, self.out_dim), state
 
 
-class SampleRNN(pl.LightningModule):
+class SampleRNN(AudioModel):
+    checkpoint_class = "SampleRNN"
+
     def __init__(
         self,
         frame_sizes: list[int] | tuple[int, ...] = (16,),
@@ -131,7 +132,6 @@ class SampleRNN(pl.LightningModule):
         # Plain containers only: checkpoints then load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.hparams.frame_sizes = frame_sizes
-        self.automatic_optimization = False
         self.frame_sizes = frame_sizes
         self.q_levels = q_levels
         self.quantization = quantization
@@ -153,11 +153,6 @@ class SampleRNN(pl.LightningModule):
         # Dequantised value of each level, for the expected value behind `mse`.
         self.register_buffer(
             "levels", dequantize(torch.arange(q_levels), q_levels, quantization), persistent=False)
-        # Like AudioRNN: data settings and the W&B run id ride along in checkpoints.
-        self.data_state: dict[str, Any] | None = None
-        self.wandb_id: str | None = None
-        self.sample_metrics: dict[str, Any] | None = None
-        self._eval_sums: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ network
     @property
@@ -258,44 +253,13 @@ class SampleRNN(pl.LightningModule):
             logits, state = self(codes[:, start : stop + top], state)
             loss = F.cross_entropy(logits.reshape(-1, q), codes[:, start + top : stop + top]
                                    .reshape(-1))
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                    f"batch {batch_idx}: lower model.optimizer.lr or set model.grad_clip; "
-                    "the last good checkpoint is kept")
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            if self.hparams.grad_clip:
-                self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip,
-                                    gradient_clip_algorithm="norm")
-            opt.step()
+            self.optimizer_update(opt, loss, batch_idx)
             state = detach_state(state)
             total = total + loss.detach() * (stop - start)
         loss = total / n
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch.shape[0])
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        sched = self.lr_schedulers()
-        if sched is None:
-            return
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            val = self.trainer.callback_metrics.get("val/loss")
-            if val is not None:
-                sched.step(val)
-        else:
-            sched.step()
-
-    def configure_optimizers(self) -> Any:
-        opt_cfg = self.hparams.optimizer or {
-            "_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3,
-        }
-        optimizer = instantiate(opt_cfg)(params=self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Tensor) -> None:
@@ -317,36 +281,19 @@ class SampleRNN(pl.LightningModule):
             sums["mse"] += err.detach().double()
         sums["count"] = torch.tensor(float(codes.shape[0] * n), dtype=torch.float64,
                                      device=codes.device)
-        for k, v in sums.items():
-            self._eval_sums[k] = self._eval_sums.get(k, 0.0) + v
+        self.accumulate(sums)
 
     def _eval_epoch_end(self, prefix: str) -> None:
         """Exact split-wide means per sample (sums and counts reduced over ranks)."""
-        if not self._eval_sums:
+        total = self.reduced_eval_sums()
+        if total is None:
             return
-        keys = sorted(self._eval_sums)
-        sums = torch.stack([torch.as_tensor(self._eval_sums[k]) for k in keys])
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        total = dict(zip(keys, sums.tolist(), strict=True))
-        self._eval_sums = {}
         n = total.pop("count")
         loss = total["loss"] / n
         # Already reduced over ranks above: no sync_dist here.
         self.log(f"{prefix}/loss", loss, prog_bar=True)
         self.log_dict({f"{prefix}/bits_per_sample": bits_per_sample(loss),
                        f"{prefix}/mse": total["mse"] / n})
-
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
@@ -412,20 +359,6 @@ class SampleRNN(pl.LightningModule):
                     progress(i + 1, n_samples)
         out = dequantize(buf[:, s:], self.q_levels, self.quantization, dtype=seed.dtype)
         return (out, logits_out) if logits_out is not None else out
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["audiolstm"] = {"data_state": self.data_state, "wandb_id": self.wandb_id,
-                                   "model_class": "SampleRNN"}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        extra = checkpoint.get("audiolstm") or {}
-        self.data_state = extra.get("data_state")
-        self.wandb_id = extra.get("wandb_id")
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def _draw(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:

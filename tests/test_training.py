@@ -265,5 +265,6 @@ def test_ddp_cpu_two_processes(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and (out / "checkpoints/last.ckpt").is_file()
-    assert "GLOBAL_RANK: 1" in res.stdout + res.stderr or "world_size=2" in res.stdout + \
-        res.stderr or summary["steps"] > 0
+    out = res.stdout + res.stderr
+    assert "MEMBER: 1/2" in out and "MEMBER: 2/2" in out  # two ranks joined the process group
+    assert summary["steps"] > 0

@@ -1,0 +1,125 @@
+"""What every audiolstm network shares, whatever it predicts (frames or samples).
+
+- manual optimisation (truncated BPTT is ours): `optimizer_update` checks the loss is
+  finite, back-propagates, clips and steps;
+- optimiser and scheduler from `_partial_` Hydra nodes in the hyper-parameters;
+- exact split-wide evaluation means: subclasses `accumulate` sums and counts per
+  batch, `reduced_eval_sums` sums them over DDP ranks at epoch end;
+- checkpoint extras (data state: settings, normaliser, representation; W&B run id)
+  stored as plain containers so checkpoints load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from audiolstm.errors import UserError
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+
+
+class NonFiniteLossError(UserError):
+    """Training diverged: reported as one line; the last good checkpoint stays."""
+
+
+class AudioModel(pl.LightningModule):
+    """Base of AudioRNN and SampleRNN; subclasses define `_eval_step`/`_eval_epoch_end`."""
+
+    #: written into checkpoints so loaders pick the right class
+    checkpoint_class = "AudioRNN"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.data_state: dict[str, Any] | None = None
+        self.wandb_id: str | None = None
+        self.sample_metrics: dict[str, Any] | None = None
+        self._eval_sums: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ optimisation
+    def optimizer_update(self, opt: Any, loss: Tensor, batch_idx: int) -> None:
+        """One manual step; refuses a non-finite loss before touching the weights."""
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"batch {batch_idx}: lower model.optimizer.lr or set model.grad_clip; "
+                "the last good checkpoint is kept"
+            )
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip,
+                                gradient_clip_algorithm="norm")
+        opt.step()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(
+            params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
+
+    def on_train_epoch_end(self) -> None:
+        """Manual optimisation steps schedulers itself (after validation, Lightning 2)."""
+        sched = self.lr_schedulers()
+        if sched is None:
+            return
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            val = self.trainer.callback_metrics.get("val/loss")
+            if val is not None:
+                sched.step(val)
+        else:
+            sched.step()
+
+    # ------------------------------------------------------------------ evaluation
+    def accumulate(self, sums: dict[str, Tensor]) -> None:
+        for k, v in sums.items():
+            self._eval_sums[k] = self._eval_sums.get(k, 0.0) + v.detach().double()
+
+    def reduced_eval_sums(self) -> dict[str, float] | None:
+        """This epoch's sums over all batches of all ranks; resets the accumulator."""
+        if not self._eval_sums:
+            return None
+        keys = sorted(self._eval_sums)
+        sums = torch.stack([torch.as_tensor(self._eval_sums[k]) for k in keys])
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        self._eval_sums = {}
+        return dict(zip(keys, sums.tolist(), strict=True))
+
+    def _eval_step(self, batch: Tensor) -> None:
+        raise NotImplementedError
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["audiolstm"] = {"data_state": self.data_state, "wandb_id": self.wandb_id,
+                                   "model_class": self.checkpoint_class}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = checkpoint.get("audiolstm") or {}
+        self.data_state = extra.get("data_state")
+        self.wandb_id = extra.get("wandb_id")
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
