@@ -40,8 +40,9 @@ lint: install  ## ruff
 
 bench: install  ## benchmarks (results go to bench/RESULTS.md)
 	$(BIN)/python bench/bench_windows.py
-	$(BIN)/python bench/bench_train.py
-	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_explore.py
+	$(BIN)/python bench/bench_train.py --write
+	$(BIN)/python bench/bench_generate.py --write
 
 sweep: install  ## one ablation sweep: make sweep SWEEP=depth ARGS="debug=smoke"
 	$(BIN)/python train.py -m sweep=$(SWEEP) $(ARGS)

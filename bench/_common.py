@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
@@ -14,13 +15,19 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def machine() -> str:
+    """CPU model, cores, RAM and library versions: benchmark numbers mean nothing without."""
+    import numpy as np
+
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = re.search(r"Model name:\s*(.+)", out).group(1).strip()
-    except Exception:  # noqa: BLE001 - lscpu is optional
-        model = platform.processor() or "unknown CPU"
-    return (f"{model}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        lscpu = ""
+    info = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, re.M))
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{info.get('Model name', platform.processor() or 'unknown CPU')}, "
+            f"{info.get('CPU(s)', os.cpu_count())} CPU(s), {mem:.0f} GiB RAM, "
+            f"{torch.get_num_threads()} torch threads; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, numpy {np.__version__}")
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,20 +83,6 @@ def run_case(path: Path, seconds: float) -> dict:
     res.update(peak_anon=peak.get("RssAnon", 0), peak_file=peak.get("RssFile", 0),
                hwm=peak.get("VmHWM", 0), seconds=seconds)
     return res
-
-
-def machine() -> str:
-    import numpy as np
-
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        lscpu = ""
-    info = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, re.M))
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{info.get('Model name', platform.processor() or 'unknown CPU')}, "
-            f"{info.get('CPU(s)', os.cpu_count())} CPU(s), {mem:.0f} GiB RAM; "
-            f"Python {platform.python_version()}, numpy {np.__version__}")
 
 
 def mb(b: float) -> str:

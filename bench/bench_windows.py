@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -117,23 +118,6 @@ def throughput(signal, x_len, seq_len, batch, mode, seconds) -> float:
         dt = time.perf_counter() - t0
         if dt > seconds and n >= 5:
             return n / dt
-
-
-def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        lscpu = ""
-    info = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, re.M))
-    import numpy as np
-    import torch
-
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{info.get('Model name', platform.processor() or '?')}, "
-        f"{info.get('CPU(s)', os.cpu_count())} CPU(s), {mem:.0f} GiB RAM; "
-        f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
-    )
 
 
 def fmt_bytes(b: float) -> str:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -48,6 +50,25 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 
         cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+class FramesDataset(torch.utils.data.Dataset):
+    """Hand-made frame batches with the data module's batch contract (`__getitems__`)."""
+
+    def __init__(self, frames: torch.Tensor) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitems__(self, idx: list[int]) -> torch.Tensor:
+        return self.frames[idx]
+
+
+def quiet_trainer(**kw) -> pl.Trainer:
+    """A CPU Trainer with no logger, checkpoints, progress bar or summary."""
+    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, **kw)
 
 
 SMOKE = ["debug=smoke", "data.synth_seconds=20", "callbacks.sample_generation.seconds=0.5",

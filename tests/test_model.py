@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from audiolstm.model import AudioRNN, tbptt_step
 from audiolstm.windows import identity_collate
+from tests.conftest import FramesDataset, quiet_trainer
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -104,28 +104,15 @@ def test_tbptt_loss_equals_full_forward_loss() -> None:
     assert torch.allclose(got, expected, atol=1e-6)
 
 
-class _Frames(torch.utils.data.Dataset):
-    def __init__(self, frames: torch.Tensor) -> None:
-        self.frames = frames
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitems__(self, idx: list[int]) -> torch.Tensor:
-        return self.frames[idx]
-
-
-def _trainer(**kw) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, **kw)
 
 
 @pytest.mark.parametrize("tbptt,expected", [(None, 1), (3, 3), (4, 2), (7, 1)])
 def test_optimizer_steps_per_batch(tbptt: int | None, expected: int) -> None:
     frames = torch.randn(8, 8, 3)  # seq_len 7
     model = AudioRNN(input_dim=3, hidden_sizes=[4], tbptt_steps=tbptt)
-    loader = DataLoader(_Frames(frames), batch_size=4, collate_fn=identity_collate)
-    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    loader = DataLoader(FramesDataset(frames), batch_size=4, collate_fn=identity_collate)
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, loader)
     assert trainer.global_step == 2 * expected  # two batches
 
@@ -139,8 +126,8 @@ def test_validation_logs_baselines_on_hand_made_batch() -> None:
     with torch.no_grad():
         pred, _ = model(frames[:, :-1])
         mse_model = torch.nn.functional.mse_loss(pred, frames[:, 1:]).item()
-    loader = DataLoader(_Frames(frames), batch_size=1, collate_fn=identity_collate)
-    (res,) = _trainer().validate(model, loader, verbose=False)
+    loader = DataLoader(FramesDataset(frames), batch_size=1, collate_fn=identity_collate)
+    (res,) = quiet_trainer().validate(model, loader, verbose=False)
     assert res["val/mse_zero"] == pytest.approx(mse_zero)
     assert res["val/mse_persistence"] == pytest.approx(mse_pers)
     assert res["val/loss"] == pytest.approx(mse_model, rel=1e-5)
@@ -152,8 +139,8 @@ def test_validation_means_are_exact_over_uneven_batches() -> None:
     torch.manual_seed(0)
     frames = torch.randn(5, 4, 3)
     model = AudioRNN(input_dim=3, hidden_sizes=[3])
-    loader = DataLoader(_Frames(frames), batch_size=2, collate_fn=identity_collate)  # 2, 2, 1
-    (res,) = _trainer().validate(model, loader, verbose=False)
+    loader = DataLoader(FramesDataset(frames), batch_size=2, collate_fn=identity_collate)  # 2, 2, 1
+    (res,) = quiet_trainer().validate(model, loader, verbose=False)
     assert res["val/mse_zero"] == pytest.approx((frames[:, 1:] ** 2).mean().item(), rel=1e-6)
 
 
@@ -163,10 +150,10 @@ def test_non_finite_loss_is_a_clear_error() -> None:
     frames = torch.randn(4, 5, 3)
     frames[0, 2, 1] = float("nan")
     model = AudioRNN(input_dim=3, hidden_sizes=[4])
-    loader = DataLoader(_Frames(frames), batch_size=4, collate_fn=identity_collate)
+    loader = DataLoader(FramesDataset(frames), batch_size=4, collate_fn=identity_collate)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
-        _trainer(max_epochs=1, limit_val_batches=0).fit(model, loader)
+        quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, loader)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # no step taken with NaN
 
@@ -178,8 +165,8 @@ def test_scheduler_and_rmsprop_from_config() -> None:
         scheduler={"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True,
                    "step_size": 1, "gamma": 0.5},
     )
-    loader = DataLoader(_Frames(torch.randn(4, 4, 3)), batch_size=4, collate_fn=identity_collate)
-    trainer = _trainer(max_epochs=3, limit_val_batches=0)
+    loader = DataLoader(FramesDataset(torch.randn(4, 4, 3)), batch_size=4, collate_fn=identity_collate)
+    trainer = quiet_trainer(max_epochs=3, limit_val_batches=0)
     trainer.fit(model, loader)
     opt = trainer.optimizers[0]
     assert isinstance(opt, torch.optim.RMSprop)
@@ -195,10 +182,10 @@ def test_probabilistic_heads_train_and_feed_back_the_mean_at_temperature_zero(he
     a, b = model.next_frame(out, 1.0), model.next_frame(out, 1.0)
     assert not torch.equal(a, b)  # samples
     frames = torch.rand(4, 6, 4) * 2 - 1
-    loader = DataLoader(_Frames(frames), batch_size=4, collate_fn=identity_collate)
+    loader = DataLoader(FramesDataset(frames), batch_size=4, collate_fn=identity_collate)
     model.data_state = {"normalizer": {"scale": 0.5}, "data": {}, "repr": {}}
-    _trainer(max_epochs=2, limit_val_batches=1).fit(model, loader, loader)
-    res = _trainer().validate(model, loader, verbose=False)[0]
+    quiet_trainer(max_epochs=2, limit_val_batches=1).fit(model, loader, loader)
+    res = quiet_trainer().validate(model, loader, verbose=False)[0]
     assert "val/bits_per_sample" in res and math.isfinite(res["val/bits_per_sample"])
     assert res["val/mse"] != res["val/loss"]  # loss is the NLL, mse is of the mean
 
@@ -239,8 +226,8 @@ def test_overlap_metrics_when_frames_overlap() -> None:
     frames = torch.stack([sig[2 * k : 2 * k + 4] for k in range(8)])[None]
     model = AudioRNN(input_dim=4, hidden_sizes=[3])
     model.data_state = {"data": {"hop": 2, "x_len": 4}, "repr": {"kind": "time"}}
-    loader = DataLoader(_Frames(frames), batch_size=1, collate_fn=identity_collate)
-    res = _trainer().validate(model, loader, verbose=False)[0]
+    loader = DataLoader(FramesDataset(frames), batch_size=1, collate_fn=identity_collate)
+    res = quiet_trainer().validate(model, loader, verbose=False)[0]
     y = frames[:, 1:]
     assert res["val/mse_copy_overlap"] == pytest.approx((y[..., 2:] ** 2).mean().item() / 2,
                                                         rel=1e-5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -14,6 +13,7 @@ from audiolstm.errors import UserError
 from audiolstm.model import NonFiniteLossError
 from audiolstm.samplernn import SampleRNN
 from audiolstm.windows import identity_collate
+from tests.conftest import FramesDataset, quiet_trainer
 
 LIVELY = 4.0
 TIERS = {"2-tier": [4], "3-tier": [8, 2], "4-tier": [8, 4, 2]}
@@ -39,24 +39,11 @@ def _samples(b: int, n: int, seed: int = 0) -> torch.Tensor:
     return 0.8 * torch.sin(0.3 * t + phase) + 0.1 * torch.randn(b, n, generator=g)
 
 
-class _Frames(torch.utils.data.Dataset):
-    def __init__(self, frames: torch.Tensor) -> None:
-        self.frames = frames
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitems__(self, idx: list[int]) -> torch.Tensor:
-        return self.frames[idx]
-
-
-def _trainer(**kw) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, **kw)
 
 
 def _loader(frames: torch.Tensor, batch_size: int) -> DataLoader:
-    return DataLoader(_Frames(frames), batch_size=batch_size, collate_fn=identity_collate)
+    return DataLoader(FramesDataset(frames), batch_size=batch_size, collate_fn=identity_collate)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -193,7 +180,7 @@ def test_optimizer_steps_per_batch_are_the_chunks(tbptt: int | None, expected: i
     # x_len 8, top frame 4: (3 + 1) * 8 = 32 samples, 4 context + 28 targets = 7 top frames
     frames = _samples(8, 32).reshape(8, 4, 8)
     model = _model([4, 2], tbptt_steps=tbptt)
-    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, _loader(frames, 4))
     assert trainer.global_step == 2 * expected  # two batches
 
@@ -210,7 +197,7 @@ def test_overfitting_one_batch_lowers_the_loss() -> None:
         return F.cross_entropy(logits.reshape(-1, 32), model.quantize(flat[:, 8:]).reshape(-1)).item()
 
     before = loss()
-    trainer = _trainer(max_epochs=13, limit_val_batches=0)  # 4 chunks a batch: 52 steps
+    trainer = quiet_trainer(max_epochs=13, limit_val_batches=0)  # 4 chunks a batch: 52 steps
     trainer.fit(model, _loader(frames, 2))
     assert trainer.global_step == 52
     after = loss()
@@ -225,7 +212,7 @@ def test_non_finite_loss_is_a_clear_error() -> None:
         model.mlp[-1].bias[3] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
-        _trainer(max_epochs=1, limit_val_batches=0).fit(model, _loader(torch.zeros(2, 3, 8), 2))
+        quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, _loader(torch.zeros(2, 3, 8), 2))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k != "mlp.5.bias")  # no step
 
@@ -234,7 +221,7 @@ def test_x_len_not_a_multiple_of_the_top_frame_is_a_user_error() -> None:
     model = _model([8, 2])
     frames = torch.zeros(2, 3, 12)
     with pytest.raises(UserError, match=r"data\.x_len=12 .*frame_sizes\[0\]=8"):
-        _trainer(max_epochs=1, limit_val_batches=0).fit(model, _loader(frames, 2))
+        quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, _loader(frames, 2))
 
 
 def test_non_time_representation_is_a_user_error() -> None:
@@ -264,11 +251,11 @@ def test_validation_metrics_are_exact_split_wide_means(tbptt: int | None) -> Non
     ce = F.cross_entropy(logits.reshape(-1, 32), targets.reshape(-1)).item()
     expected = torch.softmax(logits, -1) @ model.levels
     mse = (expected - flat[:, 4:]).square().mean().item()
-    (res,) = _trainer().validate(model, _loader(frames, 2), verbose=False)  # batches 2, 2, 1
+    (res,) = quiet_trainer().validate(model, _loader(frames, 2), verbose=False)  # batches 2, 2, 1
     assert res["val/loss"] == pytest.approx(ce, rel=1e-5)
     assert res["val/bits_per_sample"] == pytest.approx(res["val/loss"] / math.log(2), rel=1e-6)
     assert res["val/mse"] == pytest.approx(mse, rel=1e-5)
-    (test,) = _trainer().test(model, _loader(frames, 5), verbose=False)
+    (test,) = quiet_trainer().test(model, _loader(frames, 5), verbose=False)
     assert test["test/loss"] == pytest.approx(ce, rel=1e-5)
 
 
@@ -282,7 +269,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
                    optimizer=opt, input_dim=8)
     model.data_state = {"data": {"x_len": 8}, "repr": {"kind": "time"}}
     model.wandb_id = "abc123"
-    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, _loader(frames, 2))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
