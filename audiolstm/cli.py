@@ -48,8 +48,8 @@ def _in_multirun() -> bool:
 
 def _record_failure(cfg: DictConfig, reason: str, status: str = "failed",
                     **extra: Any) -> None:
-    from audiolstm.runinfo import write_json
-    from audiolstm.training import run_label
+    from audiolstm.atomic import write_json
+    from audiolstm.training.run import run_label
 
     try:
         out = Path(cfg.paths.output_dir)
@@ -97,28 +97,28 @@ def _finish_wandb() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def train(cfg: DictConfig) -> float:
-    from audiolstm.training import run
+    from audiolstm.training.run import run
 
     return guarded(run, cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="generate")
 def generate(cfg: DictConfig) -> Any:
-    from audiolstm.generate import run
+    from audiolstm.generation.pipeline import run
 
     return guarded(run, cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explore")
 def explore(cfg: DictConfig) -> Any:
-    from audiolstm.explore import run
+    from audiolstm.analysis.explore import run
 
     return guarded(run, cfg)
 
 
 def report(argv: list[str] | None = None) -> int:
     """`python report.py DIR [DIR ...] [--out OUT]` (argparse: a report is no Hydra job)."""
-    from audiolstm.report import main
+    from audiolstm.analysis.report import main
 
     try:
         return main(argv)

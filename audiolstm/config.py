@@ -9,57 +9,25 @@ is built.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from audiolstm.errors import UserError
-
-SOURCES = ("synthetic", "wav", "folder")
-NORM_SCHEMES = ("minmax", "minmax_union", "minmax01", "std", "none")
-REPR_KINDS = ("time", "fft", "rfft")
-CELLS = ("lstm", "gru")
-HEADS = ("mse", "gaussian", "logistic_mixture")
-LOSSES = ("mse", "stft", "mse+stft")
-SPLITS = ("train", "val", "test")
-STRATEGIES = ("stateful", "refeed", "sliding")
-DETICKING = ("none", "crossfade", "ola")
-
-
-@dataclass
-class DataConfig:
-    """Where the audio comes from and how it is cut into examples (DESIGN.md, Data semantics)."""
-
-    source: str = "synthetic"
-    path: str | None = None
-    sample_rate: int = 16000
-    synth_seconds: float = 600.0
-    synth_seed: int = 0
-    splits: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    x_len: int = 2000
-    seq_len: int = 40
-    hop: int | None = None
-    window_shift: int = 8000
-    offsets: list[int] = field(default_factory=lambda: [0])
-    eval_window_shift: int | None = None
-    batch_size: int = 100
-    num_workers: int = 0
-    pin_memory: bool | None = None
-    cache_dir: str = ".cache/audiolstm"
-
-
-@dataclass
-class NormConfig:
-    scheme: str = "std"
-
-
-@dataclass
-class ReprConfig:
-    kind: str = "time"
-    standardize: bool = False
+from audiolstm.data.settings import (
+    DataConfig,
+    NormConfig,
+    ReprConfig,
+    validate_data,
+    validate_norm,
+    validate_repr,
+)
+from audiolstm.errors import UserError, one_of, positive_int
+from audiolstm.models.base import DEFAULT_OPTIMIZER
+from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
+from audiolstm.models.quantize import KINDS as QUANTIZATIONS
+from audiolstm.models.registry import ARCHS
 
 
 @dataclass
@@ -87,9 +55,7 @@ class ModelConfig:
     quantization: str = "mu_law"
     mlp_hidden: int = 256
     embed_dim: int = 64
-    optimizer: Any = field(
-        default_factory=lambda: {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
-    )
+    optimizer: Any = field(default_factory=lambda: dict(DEFAULT_OPTIMIZER))
     scheduler: Any = None
 
 
@@ -126,54 +92,18 @@ def register_configs() -> None:
     cs.store(group="model", name="schema", node=ModelConfig)
 
 
-def _one_of(value: Any, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise UserError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-
-
-def _positive_int(value: Any, key: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise UserError(f"{key}={value!r} must be a positive integer")
-
-
-def validate_data(data: DictConfig | DataConfig, key: str = "data") -> None:
-    """Semantic checks of the data node; raises UserError naming the field."""
-    _one_of(data.source, SOURCES, f"{key}.source")
-    if data.source in ("wav", "folder") and not data.path:
-        what = "an audio file" if data.source == "wav" else "a folder of audio files"
-        raise UserError(f"{key}.path is required with {key}.source={data.source} ({what})")
-    for name in ("sample_rate", "x_len", "seq_len", "window_shift", "batch_size"):
-        _positive_int(getattr(data, name), f"{key}.{name}")
-    _positive_int(data.hop, f"{key}.hop", allow_none=True)
-    _positive_int(data.eval_window_shift, f"{key}.eval_window_shift", allow_none=True)
-    if data.synth_seconds <= 0:
-        raise UserError(f"{key}.synth_seconds={data.synth_seconds!r} must be > 0")
-    if data.num_workers < 0:
-        raise UserError(f"{key}.num_workers={data.num_workers!r} must be >= 0")
-    offsets = list(data.offsets)
-    if not offsets or any(o < 0 for o in offsets):
-        raise UserError(f"{key}.offsets={offsets!r} must be a non-empty list of offsets >= 0")
-    splits = list(data.splits)
-    if len(splits) != 3 or any(r <= 0 for r in splits):
-        raise UserError(f"{key}.splits={splits!r} must be three positive ratios (train, val, test)")
-    if not math.isclose(sum(splits), 1.0, abs_tol=1e-6):
-        raise UserError(f"{key}.splits={splits!r} must sum to 1 (they sum to {sum(splits):g})")
-
-
 def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
-    _one_of(model.arch, ("frame_rnn", "samplernn"), f"{key}.arch")
-    _one_of(model.quantization, ("mu_law", "linear"), f"{key}.quantization")
-    _one_of(model.cell, CELLS, f"{key}.cell")
-    _one_of(model.head, HEADS, f"{key}.head")
-    _one_of(model.loss, LOSSES, f"{key}.loss")
+    one_of(model.arch, ARCHS, f"{key}.arch")
+    one_of(model.quantization, QUANTIZATIONS, f"{key}.quantization")
+    one_of(model.cell, CELLS, f"{key}.cell")
+    one_of(model.head, HEADS, f"{key}.head")
+    one_of(model.loss, LOSSES, f"{key}.loss")
     if model.loss != "mse" and model.head != "mse":
         raise UserError(f"{key}.loss={model.loss} needs {key}.head=mse (the other heads are "
                         "trained by likelihood)")
     if not 0.0 <= model.scheduled_sampling <= 1.0:
         raise UserError(f"{key}.scheduled_sampling={model.scheduled_sampling!r} must be in [0, 1]")
-    _positive_int(model.mixture_components, f"{key}.mixture_components")
+    positive_int(model.mixture_components, f"{key}.mixture_components")
     if model.mixture_bins < 2:
         raise UserError(f"{key}.mixture_bins={model.mixture_bins!r} must be >= 2")
     sizes = list(model.hidden_sizes)
@@ -185,7 +115,7 @@ def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
             raise UserError(f"{key}.{name}={p!r} must be in [0, 1)")
     if model.input_noise < 0:
         raise UserError(f"{key}.input_noise={model.input_noise!r} must be >= 0")
-    _positive_int(model.tbptt_steps, f"{key}.tbptt_steps", allow_none=True)
+    positive_int(model.tbptt_steps, f"{key}.tbptt_steps", allow_none=True)
     if model.grad_clip is not None and model.grad_clip <= 0:
         raise UserError(f"{key}.grad_clip={model.grad_clip!r} must be > 0 or null")
     opt = model.optimizer
@@ -196,8 +126,8 @@ def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
 def validate_train(cfg: DictConfig) -> None:
     """Everything `train.py` can check before touching data or building a model."""
     validate_data(cfg.data)
-    _one_of(cfg.norm.scheme, NORM_SCHEMES, "norm.scheme")
-    _one_of(cfg.repr.kind, REPR_KINDS, "repr.kind")
+    validate_norm(cfg.norm)
+    validate_repr(cfg.repr)
     validate_model(cfg.model)
     if cfg.model.arch == "samplernn":
         if cfg.norm.scheme not in ("minmax", "minmax_union"):

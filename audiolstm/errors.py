@@ -8,6 +8,8 @@ errors keep their tracebacks.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(Exception):
     """A problem with the user's input: printed as one line, no traceback."""
@@ -17,3 +19,15 @@ class UserError(Exception):
     def __init__(self, message: str) -> None:
         # One line, always: callers may interpolate file contents or reprs.
         super().__init__(" ".join(str(message).split()))
+
+
+def one_of(value: Any, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise UserError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def positive_int(value: Any, key: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{key}={value!r} must be a positive integer")

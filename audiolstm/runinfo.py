@@ -10,39 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Atomic JSON write (temp + rename): readers never see half a file. NaN/inf -> null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(data), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-        return _json_safe(x.item())
-    return x
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

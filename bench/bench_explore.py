@@ -38,7 +38,7 @@ def child(path: str, seconds: float, out: str) -> None:
     """Fresh interpreter: memmap, explore, print one JSON line."""
     import numpy as np
 
-    from audiolstm.explore import ExploreOptions, explore_signal
+    from audiolstm.analysis.explore import ExploreOptions, explore_signal
 
     signal = np.load(path, mmap_mode="r")[: round(seconds * SR)]
     base = _status(os.getpid())
@@ -101,7 +101,7 @@ def main() -> None:
 
     import numpy as np
 
-    from audiolstm.synth import TRUTH, synth_drone
+    from audiolstm.data.synth import TRUTH, synth_drone
 
     seconds = args.hours * 3600
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,8 @@ import time
 import torch
 from _common import machine, write_section
 
-from audiolstm.generate import generate_frames
-from audiolstm.model import AudioRNN
+from audiolstm.generation.strategies import generate_frames
+from audiolstm.models.frame_rnn import AudioRNN
 
 SR, X_LEN = 16000, 2000
 
@@ -74,7 +74,7 @@ def main() -> None:
         "| audio | strategy | wall (s) | real-time factor |\n|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\nstateful / refeed speed-up: {', '.join(speedups)}.\n\n"
-        "CPU backend per path (choice made in `audiolstm.generate.cpu_backend`):\n\n"
+        "CPU backend per path (choice made in `audiolstm.models.base.cpu_backend`):\n\n"
         + backend_table(model)
     )
     print(body)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from _common import machine, matmul_peak_gflops, write_section
 from torch.utils.data import DataLoader, Dataset
 
-from audiolstm.model import AudioRNN
-from audiolstm.windows import identity_collate
+from audiolstm.data.windows import identity_collate
+from audiolstm.models.frame_rnn import AudioRNN
 
 CASES = [  # name, hidden sizes, x_len, seq_len, batch
     ("lstm_300x3 @ x_len 2000", [300, 300, 300], 2000, 40, 100),

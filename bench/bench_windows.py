@@ -40,8 +40,8 @@ def child_memory(path: str, window_shift: int, batches: int, sampler: str) -> di
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from audiolstm.normalize import fit_normalizer
-    from audiolstm.windows import ShuffleSampler, WindowDataset, WindowSpec, identity_collate
+    from audiolstm.data.normalize import fit_normalizer
+    from audiolstm.data.windows import ShuffleSampler, WindowDataset, WindowSpec, identity_collate
 
     out: dict = {}
     if window_shift > 0:
@@ -94,7 +94,7 @@ class PerItem:
 def throughput(signal, x_len, seq_len, batch, mode, seconds) -> float:
     from torch.utils.data import DataLoader
 
-    from audiolstm.windows import WindowDataset, WindowSpec, identity_collate
+    from audiolstm.data.windows import WindowDataset, WindowSpec, identity_collate
 
     spec = WindowSpec(x_len=x_len, seq_len=seq_len, window_shift=100)
     ds = WindowDataset(signal, spec, 0.01, 3.0, reuse_buffers=mode == "reuse")

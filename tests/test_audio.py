@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolstm import audio, synth
-from audiolstm.audio import (
+from audiolstm.data import audio, sources, synth
+from audiolstm.data.audio import (
     AUDIO_EXTENSIONS,
-    cached_signal,
     list_audio_files,
     load_audio,
     load_folder,
-    source_signal,
     write_wav,
 )
+from audiolstm.data.cache import cached_signal
+from audiolstm.data.sources import source_signal
 from audiolstm.errors import UserError
 
 SR = 16000
@@ -283,7 +283,7 @@ def test_truncated_ogg_with_samples_warns(tmp_path, caplog):
     p = tmp_path / "cut.ogg"
     sf.write(p, noise(50000, 1), SR, format="OGG", subtype="VORBIS")
     _truncate(p, 0.6)
-    with caplog.at_level(logging.WARNING, logger="audiolstm.audio"):
+    with caplog.at_level(logging.WARNING, logger="audiolstm.data.audio"):
         y = load_audio(p, SR)
     assert 0 < len(y) < 50000
     assert "truncated" in caplog.text and str(p) in caplog.text
@@ -507,7 +507,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path, caplog, corrupt):
     cached_signal(KEY, build, tmp_path)
     (npy,) = tmp_path.glob("*.npy")
     corrupt(npy, npy.with_suffix(".json"))
-    with caplog.at_level(logging.WARNING, logger="audiolstm.audio"):
+    with caplog.at_level(logging.WARNING, logger="audiolstm.data.audio"):
         x, meta = cached_signal(KEY, build, tmp_path)
     assert build.calls == 2
     assert "rebuilding" in caplog.text
@@ -638,7 +638,7 @@ def test_source_signal_wav_rebuilds_on_touch_and_rate(tmp_path, monkeypatch):
         calls.append(sr)
         return real(path, sr)
 
-    monkeypatch.setattr(audio, "load_audio", counting)
+    monkeypatch.setattr(sources, "load_audio", counting)
     cache = tmp_path / "cache"
     sig, meta = source_signal("wav", str(p), SR, cache, 0, 0)
     np.testing.assert_array_equal(sig, (x[:, 0] + x[:, 1]) * np.float32(0.5))

@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from audiolstm.baselines import (
+from audiolstm.evaluation.baselines import (
     RidgeAccumulator,
     copy_overlap_mse,
     copy_overlap_predict,
-    fit_ridge,
     new_sample_mse,
     ridge_predict,
 )
+
+
+def fit_ridge(inputs, targets, alpha: float = 1.0):
+    """One-shot fit: the accumulator fed a single batch."""
+    return RidgeAccumulator().add(inputs, targets).solve(alpha)
 
 
 def _data(n: int = 200, d_in: int = 6, d_out: int = 3, seed: int = 0):

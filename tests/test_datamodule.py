@@ -9,9 +9,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiolstm.datamodule import AudioDataModule, ShardSampler
+from audiolstm.data.datamodule import AudioDataModule, ShardSampler
+from audiolstm.data.splits import split_bounds
+from audiolstm.data.state import DataState
 from audiolstm.errors import UserError
-from audiolstm.splits import split_bounds
 from tests.conftest import run_script
 
 
@@ -79,9 +80,9 @@ def test_state_round_trip_needs_no_training_data(tmp_path: Path) -> None:
     cfg = _data(tmp_path, source="wav", path=str(wav))
     dm = AudioDataModule(cfg, {"scheme": "minmax_union"}, {"kind": "rfft", "standardize": True})
     dm.setup()
-    state = dm.state_dict()
+    state = DataState.from_dict(dm.state_dict())  # what a checkpoint stores
     wav.unlink()  # the training data is gone
-    other = AudioDataModule.from_state_dict(state)
+    other = AudioDataModule.from_data_state(state)
     assert other.normalizer == dm.normalizer
     x = torch.randn(2, 400)
     assert torch.equal(other.representation.encode(x), dm.representation.encode(x))

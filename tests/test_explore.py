@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiolstm import explore as E
-from audiolstm.synth import TRUTH, synth_drone
+from audiolstm.analysis import explore as E
+from audiolstm.data.synth import TRUTH, synth_drone
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 16_000

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from audiolstm.data.representation import KINDS, Representation
 from audiolstm.errors import UserError
-from audiolstm.features import KINDS, Representation
 
 
 def frames(n: int, x_len: int, seed: int = 0) -> torch.Tensor:

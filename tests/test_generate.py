@@ -10,21 +10,20 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiolstm.features import Representation
-from audiolstm.generate import (
-    continue_audio,
+from audiolstm.data.normalize import fit_normalizer
+from audiolstm.data.representation import Representation
+from audiolstm.data.state import DataState
+from audiolstm.evaluation.metrics import tick_score
+from audiolstm.generation.pipeline import continue_audio
+from audiolstm.generation.reconstruction import (
     crossfade_boundaries,
     frame_signal,
     frames_to_audio,
-    generate_frames,
-    generate_refeed,
-    generate_stateful,
     overlap_add,
 )
-from audiolstm.metrics import tick_score
-from audiolstm.model import AudioRNN
-from audiolstm.normalize import fit_normalizer
-from audiolstm.training import run
+from audiolstm.generation.strategies import generate_frames, generate_refeed, generate_stateful
+from audiolstm.models.frame_rnn import AudioRNN
+from audiolstm.training.run import run
 from tests.conftest import SMOKE, compose_cfg, run_script
 
 
@@ -132,11 +131,11 @@ def test_frames_to_audio_without_deticking_keeps_new_samples() -> None:
     np.testing.assert_allclose(audio2, x[: len(audio2)], atol=1e-5)
 
 
-def _data_state(x_len: int, hop: int | None, kind: str, norm) -> dict:
+def _data_state(x_len: int, hop: int | None, kind: str, norm) -> DataState:
     rep = Representation(kind, x_len)
-    return {"data": {"sample_rate": 8000, "x_len": x_len, "hop": hop},
-            "normalizer": norm.state_dict(), "repr": {"kind": kind, "standardize": False},
-            "representation": rep.state_dict()}
+    return DataState(data={"sample_rate": 8000, "x_len": x_len, "hop": hop},
+                     repr={"kind": kind, "standardize": False},
+                     normalizer_state=norm.state_dict(), representation_state=rep.state_dict())
 
 
 @pytest.mark.parametrize("kind", ["time", "rfft"])
@@ -176,10 +175,10 @@ def test_generate_cli_writes_wav_png_json(tmp_path: Path) -> None:
         assert key in record["metrics"]
     assert (out / "generated.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the seed part is the val split audio at the original scale
-    from audiolstm.checkpoints import model_from_checkpoint
-    from audiolstm.datamodule import AudioDataModule
+    from audiolstm.data.datamodule import AudioDataModule
+    from audiolstm.models.checkpoints import model_from_checkpoint
 
-    dm = AudioDataModule.from_state_dict(model_from_checkpoint(ckpt).data_state)
+    dm = AudioDataModule.from_data_state(model_from_checkpoint(ckpt).data_state)
     dm.setup()
     start = int(round(record["settings"]["seed_start_seconds"] * sr))
     np.testing.assert_allclose(audio[:8000], dm.splits["val"][start : start + 8000], atol=1e-6)
@@ -224,7 +223,7 @@ def test_pickled_code_in_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_feedback_noise_and_temperature() -> None:
-    from audiolstm.generate import Sampling
+    from audiolstm.generation.strategies import Sampling
 
     torch.manual_seed(0)
     model = AudioRNN(input_dim=4, hidden_sizes=[8], head="gaussian").eval()

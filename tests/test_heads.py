@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from audiolstm.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
+from audiolstm.models.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
 
 LN2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)

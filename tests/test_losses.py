@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from audiolstm.losses import DEFAULT_RESOLUTIONS, multi_resolution_stft_loss, stft_loss_terms
+from audiolstm.models.losses import DEFAULT_RESOLUTIONS, multi_resolution_stft_loss, stft_loss_terms
 
 
 def _noise(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiolstm import metrics as M
+from audiolstm.atomic import json_safe
+from audiolstm.evaluation import metrics as M
 
 SR = 16_000
 
@@ -94,14 +95,6 @@ def test_rms_and_ratio_exact() -> None:
     assert M.rms_ratio(np.array([1.0, -1.0]), np.array([2.0, -2.0, 2.0])) == 0.5
     assert math.isnan(M.rms_ratio(np.ones(4), np.zeros(4)))
     assert math.isnan(M.rms(np.zeros(0)))
-
-
-def test_rms_over_time_windows() -> None:
-    sr = 10
-    x = np.concatenate([np.full(10, 1.0), np.full(10, -2.0), np.full(10, 3.0), np.ones(5)])
-    np.testing.assert_allclose(M.rms_over_time(x, sr, 1.0), [1.0, 2.0, 3.0])
-    np.testing.assert_allclose(M.rms_over_time(x, sr, 2.0), [math.sqrt(2.5)])
-    assert M.rms_over_time(x[:5], sr, 1.0).size == 0
 
 
 def test_rms_ratio_at_windows() -> None:
@@ -211,7 +204,7 @@ def test_generation_metrics_and_json_safe() -> None:
     assert all(type(v) is float for v in m.values())
     m2 = M.generation_metrics(seed, generated, SR, 400, wall_seconds=None)
     assert math.isnan(m2["real_time_factor"])
-    text = json.dumps(M.json_safe(m2), allow_nan=False)
+    text = json.dumps(json_safe(m2), allow_nan=False)
     assert json.loads(text)["real_time_factor"] is None
 
 
@@ -225,7 +218,7 @@ def test_json_safe_recursive() -> None:
         "i": True,
         1: np.bool_(False),
     }
-    out = M.json_safe(data)
+    out = json_safe(data)
     assert out == {
         "a": None,
         "b": [1.0, None, [None, 2.5]],

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from audiolstm.model import AudioRNN, tbptt_step
-from audiolstm.windows import identity_collate
+from audiolstm.data.state import DataState
+from audiolstm.data.windows import identity_collate
+from audiolstm.models.frame_rnn import AudioRNN, tbptt_step
 from tests.conftest import FramesDataset, quiet_trainer
 
 
@@ -145,7 +146,7 @@ def test_validation_means_are_exact_over_uneven_batches() -> None:
 
 
 def test_non_finite_loss_is_a_clear_error() -> None:
-    from audiolstm.model import NonFiniteLossError
+    from audiolstm.models.base import NonFiniteLossError
 
     frames = torch.randn(4, 5, 3)
     frames[0, 2, 1] = float("nan")
@@ -183,7 +184,7 @@ def test_probabilistic_heads_train_and_feed_back_the_mean_at_temperature_zero(he
     assert not torch.equal(a, b)  # samples
     frames = torch.rand(4, 6, 4) * 2 - 1
     loader = DataLoader(FramesDataset(frames), batch_size=4, collate_fn=identity_collate)
-    model.data_state = {"normalizer": {"scale": 0.5}, "data": {}, "repr": {}}
+    model.data_state = DataState(data={"x_len": 4}, normalizer_state={"scale": 0.5})
     quiet_trainer(max_epochs=2, limit_val_batches=1).fit(model, loader, loader)
     res = quiet_trainer().validate(model, loader, verbose=False)[0]
     assert "val/bits_per_sample" in res and math.isfinite(res["val/bits_per_sample"])
@@ -225,7 +226,7 @@ def test_overlap_metrics_when_frames_overlap() -> None:
     sig = torch.randn(2 * 8 + 2)
     frames = torch.stack([sig[2 * k : 2 * k + 4] for k in range(8)])[None]
     model = AudioRNN(input_dim=4, hidden_sizes=[3])
-    model.data_state = {"data": {"hop": 2, "x_len": 4}, "repr": {"kind": "time"}}
+    model.data_state = DataState(data={"hop": 2, "x_len": 4}, repr={"kind": "time"})
     loader = DataLoader(FramesDataset(frames), batch_size=1, collate_fn=identity_collate)
     res = quiet_trainer().validate(model, loader, verbose=False)[0]
     y = frames[:, 1:]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from audiolstm.data.normalize import SCHEMES, Normalizer, fit_normalizer
 from audiolstm.errors import UserError
-from audiolstm.normalize import SCHEMES, Normalizer, fit_normalizer
 
 
 def signal(n: int, seed: int, amp: float = 1.0, offset: float = 0.0) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiolstm import plots as P
+from audiolstm.evaluation import plots as P
 
 SR = 16_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

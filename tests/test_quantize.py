@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiolstm.quantize import (
+from audiolstm.models.quantize import (
     dequantize,
     linear_decode,
     linear_encode,

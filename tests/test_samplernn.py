@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from audiolstm.data.state import DataState
+from audiolstm.data.windows import identity_collate
 from audiolstm.errors import UserError
-from audiolstm.model import NonFiniteLossError
-from audiolstm.samplernn import SampleRNN
-from audiolstm.windows import identity_collate
+from audiolstm.models.base import NonFiniteLossError
+from audiolstm.models.samplernn import SampleRNN
 from tests.conftest import FramesDataset, quiet_trainer
 
 LIVELY = 4.0
@@ -143,7 +144,9 @@ def test_batched_generation_equals_one_at_a_time(tiers: str) -> None:
         alone, alone_logits = model.generate(seeds[i : i + 1], 25, temperature=0.0,
                                              return_logits=True)
         assert torch.equal(alone[0], batched[i])
-        assert torch.allclose(alone_logits[0], logits[i], rtol=1e-5, atol=1e-5)
+        # batch size changes the float32 summation order: error ~ ulp of the largest logit
+        tol = 1e-6 * float(logits[i].abs().max())
+        assert torch.allclose(alone_logits[0], logits[i], rtol=1e-5, atol=tol)
     assert not torch.equal(batched[0], batched[1])  # different seeds, different outputs
 
 
@@ -226,7 +229,7 @@ def test_x_len_not_a_multiple_of_the_top_frame_is_a_user_error() -> None:
 
 def test_non_time_representation_is_a_user_error() -> None:
     model = _model([4])
-    model.data_state = {"repr": {"kind": "fft", "standardize": False}, "data": {}}
+    model.data_state = DataState(data={}, repr={"kind": "fft", "standardize": False})
     with pytest.raises(UserError, match="repr=time"):
         model._codes(torch.zeros(1, 2, 8))
 
@@ -267,14 +270,14 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
     opt = {"_target_": "torch.optim.RMSprop", "_partial_": True, "lr": 1e-3}
     model = _model([4, 2], gain=LIVELY, cell="gru", quantization="linear", tbptt_steps=3,
                    optimizer=opt, input_dim=8)
-    model.data_state = {"data": {"x_len": 8}, "repr": {"kind": "time"}}
+    model.data_state = DataState(data={"x_len": 8}, repr={"kind": "time"})
     model.wandb_id = "abc123"
     trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, _loader(frames, 2))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    assert ckpt["audiolstm"]["data_state"] == model.data_state
+    assert ckpt["audiolstm"]["data_state"] == model.data_state.to_dict()
     hp = ckpt["hyper_parameters"]
     assert hp["frame_sizes"] == [4, 2] and hp["optimizer"] == opt and hp["cell"] == "gru"
     loaded = SampleRNN(**hp)

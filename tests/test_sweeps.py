@@ -271,7 +271,7 @@ def test_pruning_callback_prunes_and_run_is_recorded(tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
     from audiolstm.cli import guarded
-    from audiolstm.optuna_pruning import OptunaPruning
+    from audiolstm.training.pruning import OptunaPruning
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="s", storage=storage)
@@ -307,8 +307,8 @@ def test_pruning_callback_prunes_and_run_is_recorded(tmp_path: Path) -> None:
 
 def _fake_run(root: Path, name: str, summary: dict[str, Any] | None,
               val: list[float] | None = None, overrides: list[str] | None = None) -> Path:
-    from audiolstm.audio import write_wav
-    from audiolstm.plots import plot_waveform
+    from audiolstm.data.audio import write_wav
+    from audiolstm.evaluation.plots import plot_waveform
 
     d = root / name
     (d / ".hydra").mkdir(parents=True)
@@ -328,7 +328,7 @@ def _fake_run(root: Path, name: str, summary: dict[str, Any] | None,
 
 
 def test_report_table_from_run_dirs(tmp_path: Path) -> None:
-    from audiolstm.report import main
+    from audiolstm.analysis.report import main
 
     sweep = tmp_path / "multirun"
     common = ["sweep=depth", "debug=smoke"]

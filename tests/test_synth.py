@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from audiolstm import synth
-from audiolstm.synth import TRUTH, VERSION, SynthTruth, synth_drone
+from audiolstm.data import synth
+from audiolstm.data.synth import TRUTH, VERSION, SynthTruth, synth_drone
 
 SR = 16000
 

@@ -10,17 +10,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from audiolstm.checkpoints import load_checkpoint, model_from_checkpoint
 from audiolstm.config import validate_train
-from audiolstm.datamodule import AudioDataModule
-from audiolstm.model import AudioRNN
-from audiolstm.models import build_model
-from audiolstm.normalize import Normalizer
-from audiolstm.training import run
+from audiolstm.data.datamodule import AudioDataModule
+from audiolstm.models.checkpoints import load_checkpoint, model_from_checkpoint
+from audiolstm.models.frame_rnn import AudioRNN
+from audiolstm.models.registry import build_model
+from audiolstm.training.run import run
 from tests.conftest import CONF, SMOKE, compose_cfg, run_script
 
 TINY = [*SMOKE, "model=lstm_300x1", "model.hidden_sizes=[16]", "data.x_len=200",
-        "callbacks.progress_bar._target_=audiolstm.callbacks.PlainProgressBar"]
+        "callbacks.progress_bar._target_=audiolstm.training.callbacks.PlainProgressBar"]
 
 
 def _options(group: str) -> list[str]:
@@ -78,8 +77,8 @@ def test_checkpoint_restores_model_normaliser_and_representation(tmp_path: Path)
     dm = AudioDataModule(OmegaConf.to_container(cfg.data, resolve=True),
                          {"scheme": "minmax"}, {"kind": "rfft", "standardize": True})
     dm.setup()
-    assert Normalizer.from_state_dict(state["normalizer"]) == dm.normalizer
-    restored = AudioDataModule.from_state_dict(state)
+    assert state.normalizer() == dm.normalizer
+    restored = AudioDataModule.from_data_state(state)
     x = torch.randn(3, 200)
     assert torch.allclose(restored.representation.encode(x), dm.representation.encode(x))
     assert restored.normalizer == dm.normalizer
@@ -105,7 +104,7 @@ def test_init_from_loads_weights_with_new_hyperparameters(tmp_path: Path) -> Non
 
 
 def test_ckpt_path_last_finds_newest_run(tmp_path: Path) -> None:
-    from audiolstm.training import find_last_checkpoint
+    from audiolstm.training.run import find_last_checkpoint
 
     for name in ("old", "new"):
         p = tmp_path / "train/runs" / name / "checkpoints"
@@ -172,7 +171,7 @@ def test_trainer_ddp_cpu_is_two_gloo_processes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("logger", _options("logger"))
 def test_every_logger_config_instantiates(logger: str, tmp_path: Path) -> None:
-    from audiolstm.training import build_loggers
+    from audiolstm.training.run import build_loggers
 
     cfg = compose_cfg([f"logger={logger}"], tmp_path)
     loggers = build_loggers(cfg, tmp_path, None)

@@ -12,14 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from audiolstm.errors import UserError
-from audiolstm.windows import (
+from audiolstm.data.windows import (
     ShuffleSampler,
     WindowDataset,
     WindowSpec,
     example_frames,
     identity_collate,
 )
+from audiolstm.errors import UserError
 
 
 def naive_examples(s: np.ndarray, x_len, seq_len, window_shift, hop=None, offsets=(0,)):

@@ -21,6 +21,7 @@ to `XᵀX − n·x̄x̄ᵀ` cancellation. For `x_len = 8000` that is two 8000² 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ __all__ = [
     "RidgeAccumulator",
     "copy_overlap_mse",
     "copy_overlap_predict",
-    "fit_ridge",
+    "fit_ridge_baseline",
     "new_sample_mse",
     "ridge_predict",
 ]
@@ -57,7 +58,7 @@ class RidgeAccumulator:
 
     `add(inputs, targets)` per batch (arrays or tensors `[..., D]`, leading dims
     flattened, e.g. `[B, T, D]` frames); `solve(alpha)` gives the same `(W, b)` as
-    `fit_ridge` on the concatenation of all batches.
+    one fit on the concatenation of all batches.
     """
 
     def __init__(self) -> None:
@@ -126,15 +127,22 @@ class RidgeAccumulator:
         return w, b
 
 
-def fit_ridge(
-    inputs: ArrayLike, targets: ArrayLike, alpha: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """One-shot ridge fit of `targets [N, D_out]` on `inputs [N, D_in]` (float64 `W`, `b`).
+def fit_ridge_baseline(pairs: Iterable[Tensor], alpha: float = 1.0
+                       ) -> tuple[Tensor, Tensor] | None:
+    """Ridge regression frame -> next frame from batches of (n, 2, D) training pairs.
 
-    See `RidgeAccumulator.solve` for the objective; this is the one-batch special case,
-    so both paths share one implementation.
+    The honest linear baseline: a model that does not beat it has learned nothing a
+    linear predictor could not. None when there are no pairs.
     """
-    return RidgeAccumulator().add(inputs, targets).solve(alpha)
+    acc = RidgeAccumulator()
+    seen = False
+    for batch in pairs:
+        acc.add(batch[:, 0], batch[:, 1])
+        seen = True
+    if not seen:
+        return None
+    w, b = acc.solve(alpha)
+    return torch.from_numpy(w).float(), torch.from_numpy(b).float()
 
 
 def ridge_predict(x: ArrayLike, w: np.ndarray, b: np.ndarray) -> ArrayLike:

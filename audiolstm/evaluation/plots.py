@@ -9,10 +9,8 @@ reader never sees a half-written image.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from audiolstm.metrics import stft_power
+from audiolstm.atomic import atomic_write
+from audiolstm.evaluation.metrics import stft_power
 
 #: Resolution of every saved PNG.
 DPI = 110
@@ -50,22 +49,10 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write `fig` as PNG at `path` atomically, creating parent directories."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory so os.replace is an atomic rename; opened normally so the final
-    # file gets the usual umask permissions (mkstemp would make it 0600).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "xb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+        return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))
     finally:
         fig.clear()
-    return path
 
 
 # -------------------------------------------------------------------------- drawing

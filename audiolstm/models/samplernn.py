@@ -35,7 +35,7 @@ Shapes through `forward(codes (B, F_0 + n), state)` with n a multiple of F_0:
 
 Batches (the same data module as `AudioRNN`, `repr=time`, `hop == x_len`): frames
 (B, T+1, x_len) of normalised samples are flattened to (B, (T+1)·x_len) and quantised
-(`audiolstm.quantize`; use `norm=minmax` so samples lie in [-1, 1], values outside are
+(`audiolstm.models.quantize`; use `norm=minmax` so samples lie in [-1, 1], values outside are
 clamped). `x_len` must be a multiple of F_0 so that the targets are whole top frames.
 
 Training uses manual optimisation with truncated BPTT, like `AudioRNN`: the targets are
@@ -59,12 +59,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiolstm.base import AudioModel
 from audiolstm.errors import UserError
-from audiolstm.generate import ProgressFn, cpu_backend
-from audiolstm.heads import bits_per_sample
-from audiolstm.model import State, detach_state
-from audiolstm.quantize import dequantize, quantize
+from audiolstm.models.base import AudioModel, ProgressFn, State, cpu_backend, run_chunks
+from audiolstm.models.heads import bits_per_sample
+from audiolstm.models.quantize import dequantize, quantize
 
 __all__ = ["SampleRNN"]
 
@@ -224,16 +222,16 @@ class SampleRNN(AudioModel):
             raise UserError(
                 f"data.x_len={x_len} must be a multiple of model.frame_sizes[0]={top} "
                 "(SampleRNN's top frame)")
-        state = self.data_state or {}
-        rep = state.get("repr") or {}
-        if rep.get("kind", "time") != "time" or rep.get("standardize"):
+        ds = self.data_state
+        if ds is None:
+            return
+        if ds.repr_kind != "time" or ds.standardized:
             raise UserError(
-                f"repr={rep.get('kind')} (standardize={rep.get('standardize')}): SampleRNN "
+                f"repr={ds.repr_kind} (standardize={ds.standardized}): SampleRNN "
                 "models raw samples, use repr=time with repr.standardize=false")
-        hop = (state.get("data") or {}).get("hop")
-        if hop is not None and hop != x_len:
+        if ds.step != x_len:
             raise UserError(
-                f"data.hop={hop}: SampleRNN reads frames as one contiguous signal, "
+                f"data.hop={ds.step}: SampleRNN reads frames as one contiguous signal, "
                 f"leave data.hop unset (= data.x_len={x_len})")
 
     def _chunk_len(self, n: int) -> int:
@@ -245,18 +243,15 @@ class SampleRNN(AudioModel):
         codes, _ = self._codes(batch)
         top, q = self.lookback, self.q_levels
         n = codes.shape[1] - top
-        chunk = self._chunk_len(n)
-        state: State | None = None
-        total = torch.zeros((), device=codes.device)
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
+
+        def step(start: int, stop: int, state: State | None) -> tuple[Tensor, State]:
             logits, state = self(codes[:, start : stop + top], state)
-            loss = F.cross_entropy(logits.reshape(-1, q), codes[:, start + top : stop + top]
-                                   .reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, q),
+                                   codes[:, start + top : stop + top].reshape(-1))
             self.optimizer_update(opt, loss, batch_idx)
-            state = detach_state(state)
-            total = total + loss.detach() * (stop - start)
-        loss = total / n
+            return loss.detach() * (stop - start), state
+
+        loss = torch.stack(run_chunks(n, self._chunk_len(n), step)).sum() / n
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch.shape[0])
         return loss
@@ -266,22 +261,20 @@ class SampleRNN(AudioModel):
         codes, samples = self._codes(batch)
         top, q = self.lookback, self.q_levels
         n = codes.shape[1] - top
-        chunk = self._chunk_len(n)  # the same chunks as training: bounded memory
-        state: State | None = None
-        sums = {"loss": torch.zeros((), dtype=torch.float64, device=codes.device)}
-        sums["mse"] = sums["loss"].clone()
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
+
+        def step(start: int, stop: int, state: State | None) -> tuple[Tensor, State]:
             logits, state = self(codes[:, start : stop + top], state)
             target = codes[:, start + top : stop + top]
             ce = F.cross_entropy(logits.reshape(-1, q), target.reshape(-1), reduction="sum")
             expected = torch.softmax(logits.float(), dim=-1) @ self.levels.float()
             err = (expected - samples[:, start + top : stop + top].float()).square().sum()
-            sums["loss"] += ce.detach().double()
-            sums["mse"] += err.detach().double()
-        sums["count"] = torch.tensor(float(codes.shape[0] * n), dtype=torch.float64,
-                                     device=codes.device)
-        self.accumulate(sums)
+            return torch.stack([ce.double(), err.double()]), state
+
+        # the same chunks as training: bounded memory
+        ce, err = torch.stack(run_chunks(n, self._chunk_len(n), step)).sum(0)
+        self.accumulate({"loss": ce, "mse": err,
+                         "count": torch.tensor(float(codes.shape[0] * n), dtype=torch.float64,
+                                               device=codes.device)})
 
     def _eval_epoch_end(self, prefix: str) -> None:
         """Exact split-wide means per sample (sums and counts reduced over ranks)."""

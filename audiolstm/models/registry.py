@@ -19,11 +19,11 @@ ARCHS = ("frame_rnn", "samplernn")
 
 def model_class(arch: str) -> type[pl.LightningModule]:
     if arch == "frame_rnn":
-        from audiolstm.model import AudioRNN
+        from audiolstm.models.frame_rnn import AudioRNN
 
         return AudioRNN
     if arch == "samplernn":
-        from audiolstm.samplernn import SampleRNN
+        from audiolstm.models.samplernn import SampleRNN
 
         return SampleRNN
     raise UserError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")

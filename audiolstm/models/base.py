@@ -1,5 +1,8 @@
 """What every audiolstm network shares, whatever it predicts (frames or samples).
 
+- recurrent state helpers and the one truncated-BPTT chunk loop (`run_chunks`), used by
+  both networks for training and chunked evaluation;
+- `cpu_backend`, the oneDNN switch for single-step generation loops;
 - manual optimisation (truncated BPTT is ours): `optimizer_update` checks the loss is
   finite, back-propagates, clips and steps;
 - optimiser and scheduler from `_partial_` Hydra nodes in the hyper-parameters;
@@ -11,6 +14,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,7 +24,51 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from audiolstm.data.state import DataState
 from audiolstm.errors import UserError
+
+State = list[Any]  # per layer (or tier): (h, c) for LSTM, h for GRU
+ProgressFn = Callable[[int, int], None]  # (done, total): generation progress reports
+ChunkFn = Callable[[int, int, "State | None"], "tuple[Tensor, State]"]
+
+
+def detach_state(state: State) -> State:
+    """The same state cut from the graph: gradients stop at a chunk boundary."""
+    return [tuple(t.detach() for t in s) if isinstance(s, tuple)
+            else None if s is None else s.detach() for s in state]
+
+
+def run_chunks(n: int, chunk: int | None, step: ChunkFn) -> list[Tensor]:
+    """The truncated-BPTT loop: `step(start, stop, state) -> (value, state)` per chunk.
+
+    Steps cover [0, n) in chunks of `chunk` (all of it when None); the state leaves each
+    chunk detached, so no gradient crosses a boundary while the forward pass still sees
+    the whole history. Returns each chunk's value (a loss to log, or an evaluation sum).
+    """
+    chunk = chunk or n
+    state: State | None = None
+    values: list[Tensor] = []
+    for start in range(0, n, chunk):
+        value, state = step(start, min(start + chunk, n), state)
+        state = detach_state(state)
+        values.append(value)
+    return values
+
+
+@contextlib.contextmanager
+def cpu_backend(single_step: bool) -> Iterator[None]:
+    """oneDNN speeds whole CPU sequences up but makes single-step recurrent loops slower.
+
+    Measured in bench/bench_generate.py; `single_step=True` turns it off for per-frame or
+    per-sample generation loops, whole-sequence passes keep the default.
+    """
+    if single_step:
+        with warnings.catch_warnings():  # flags() also resets oneDNN TF32, which warns on CPU
+            warnings.simplefilter("ignore", UserWarning)
+            with torch.backends.mkldnn.flags(enabled=False):
+                yield
+    else:
+        yield
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 
@@ -36,7 +86,7 @@ class AudioModel(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.data_state: dict[str, Any] | None = None
+        self.data_state: DataState | None = None
         self.wandb_id: str | None = None
         self.sample_metrics: dict[str, Any] | None = None
         self._eval_sums: dict[str, Tensor] = {}
@@ -112,12 +162,14 @@ class AudioModel(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["audiolstm"] = {"data_state": self.data_state, "wandb_id": self.wandb_id,
-                                   "model_class": self.checkpoint_class}
+        checkpoint["audiolstm"] = {
+            "data_state": None if self.data_state is None else self.data_state.to_dict(),
+            "wandb_id": self.wandb_id, "model_class": self.checkpoint_class}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("audiolstm") or {}
-        self.data_state = extra.get("data_state")
+        state = extra.get("data_state")
+        self.data_state = None if not state else DataState.from_dict(state)
         self.wandb_id = extra.get("wandb_id")
 
     @property

@@ -20,6 +20,7 @@ import argparse
 import base64
 import csv
 import html
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -27,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audiolstm.atomic import write_text
 from audiolstm.errors import UserError
-from audiolstm.plots import plot_learning_curves
+from audiolstm.evaluation.plots import plot_learning_curves
 from audiolstm.runinfo import epoch_curves, read_json
 
 #: Extra summary keys (issue 7: honest baselines, likelihoods, collapse metrics).
@@ -247,21 +249,20 @@ def _cells(r: Run, cols: list[tuple[str, str]] | None = None) -> list[str]:
 
 
 def write_csv(path: Path, runs: list[Run]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for r in runs:
-            row: dict[str, Any] = {k: r.summary.get(k) for k in CSV_FIELDS if k in (
-                "params", "epochs", "test_loss", "test_mse_zero", "test_mse_persistence",
-                "test_rel_zero", "test_rel_persistence", "tick_score", "rms_ratio",
-                *GENERATION_AND_ISSUE7, "train_seconds")}
-            row |= {"rank": r.rank, "best": int(r.best), "run": r.name, "status": r.status,
-                    "reason": r.reason, "overrides": " ".join(r.overrides),
-                    "varying": r.varying, "best_val_loss": r.val_loss,
-                    "sample_wav": str(r.sample_wav or ""), "run_dir": str(r.path)}
-            w.writerow({k: "" if v is None else v for k, v in row.items()})
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    for r in runs:
+        row: dict[str, Any] = {k: r.summary.get(k) for k in CSV_FIELDS if k in (
+            "params", "epochs", "test_loss", "test_mse_zero", "test_mse_persistence",
+            "test_rel_zero", "test_rel_persistence", "tick_score", "rms_ratio",
+            *GENERATION_AND_ISSUE7, "train_seconds")}
+        row |= {"rank": r.rank, "best": int(r.best), "run": r.name, "status": r.status,
+                "reason": r.reason, "overrides": " ".join(r.overrides),
+                "varying": r.varying, "best_val_loss": r.val_loss,
+                "sample_wav": str(r.sample_wav or ""), "run_dir": str(r.path)}
+        w.writerow({k: "" if v is None else v for k, v in row.items()})
+    write_text(path, buf.getvalue())
 
 
 def _md_escape(s: str) -> str:
@@ -323,7 +324,7 @@ def write_markdown(path: Path, title: str, runs: list[Run], common: list[str],
                 line += f" ([plot](<{_rel(r.sample_png, out)}>))"
             parts.append(line)
         parts.append("")
-    _atomic_text(path, "\n".join(parts))
+    write_text(path, "\n".join(parts))
 
 
 def _data_uri(path: Path, mime: str, out: Path) -> str:
@@ -424,13 +425,7 @@ def write_html(path: Path, title: str, runs: list[Run], common: list[str],
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n"
            + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
-    _atomic_text(path, doc)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, doc)
 
 
 # ----------------------------------------------------------------------------------- main

@@ -9,7 +9,7 @@ lazily in the `*_dataloader` methods so a state restored from a checkpoint
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,13 +17,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from audiolstm.audio import source_signal
-from audiolstm.config import validate_data
+from audiolstm.data.normalize import Normalizer, fit_normalizer
+from audiolstm.data.representation import Representation
+from audiolstm.data.settings import data_config
+from audiolstm.data.sources import source_signal
+from audiolstm.data.splits import split_bounds
+from audiolstm.data.state import DataState
+from audiolstm.data.windows import ShuffleSampler, WindowDataset, WindowSpec, identity_collate
 from audiolstm.errors import UserError
-from audiolstm.features import Representation
-from audiolstm.normalize import Normalizer, fit_normalizer
-from audiolstm.splits import split_bounds
-from audiolstm.windows import ShuffleSampler, WindowDataset, WindowSpec, identity_collate
 
 
 class ShardSampler(Sampler[int]):
@@ -57,11 +58,11 @@ class AudioDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.data_cfg = dict(data)
+        # Typed and validated: a misspelt key is an error, never a silent default.
+        self.data_cfg = dict(vars(data_config(data)))
         self.norm_cfg = dict(norm)
         self.repr_cfg = dict(repr)
         self.seed = seed
-        validate_data(_Attr(self.data_cfg))
         d = self.data_cfg
         self.spec = WindowSpec(
             x_len=d["x_len"], seq_len=d["seq_len"], window_shift=d["window_shift"],
@@ -195,18 +196,13 @@ class AudioDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def fit_ridge_baseline(self, alpha: float = 1.0, max_pairs: int = 20000,
-                           max_dim: int = 4096) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Ridge regression from a frame to the next, fitted on (normalised, encoded)
-        training frame pairs: the honest linear baseline of issue 7.
+    def train_frame_pairs(self, max_pairs: int = 20000,
+                          batch: int = 1024) -> Iterator[torch.Tensor]:
+        """Consecutive (frame, next frame) pairs of the training split, (n, 2, D) batches.
 
-        Pairs are consecutive frames (hop apart), evenly thinned to `max_pairs`.
-        Skipped (None) above `max_dim` features: the normal equations are D x D.
+        Normalised and encoded as the model sees them; frames are `step` apart and the
+        pairs are evenly thinned to `max_pairs`. What the ridge baseline is fitted on.
         """
-        from audiolstm.baselines import RidgeAccumulator
-
-        if self.input_dim > max_dim:
-            return None
         if self.normalizer is None:
             self.setup()
         spec = WindowSpec(x_len=self.spec.x_len, seq_len=1, window_shift=self.spec.step,
@@ -216,46 +212,40 @@ class AudioDataModule(pl.LightningDataModule):
                            transform=self._transform())
         n = len(ds)
         if n == 0:
-            return None
+            return
         idx = np.unique(np.linspace(0, n - 1, min(n, max_pairs)).astype(int))
-        acc = RidgeAccumulator()
-        for start in range(0, len(idx), 1024):
-            pairs = ds.__getitems__(idx[start : start + 1024].tolist())
-            acc.add(pairs[:, 0], pairs[:, 1])
-        w, b = acc.solve(alpha)
-        return torch.from_numpy(w).float(), torch.from_numpy(b).float()
+        for start in range(0, len(idx), batch):
+            yield ds.__getitems__(idx[start : start + batch].tolist())
 
     def _transform(self):
         rep = self.representation
         return None if rep.kind == "time" and not rep.standardize else rep.encode
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint needs to rebuild normaliser, representation and data settings."""
-        return {
-            "data": {k: v for k, v in self.data_cfg.items()},
-            "norm": dict(self.norm_cfg),
-            "repr": dict(self.repr_cfg),
-            "normalizer": None if self.normalizer is None else self.normalizer.state_dict(),
-            "representation": self.representation.state_dict(),
-            "meta": {k: v for k, v in self.meta.items() if k != "boundaries"}
+    def data_state(self) -> DataState:
+        """The typed record a model and its checkpoint carry (settings + fitted statistics)."""
+        return DataState(
+            data=dict(self.data_cfg), norm=dict(self.norm_cfg), repr=dict(self.repr_cfg),
+            normalizer_state=None if self.normalizer is None else self.normalizer.state_dict(),
+            representation_state=self.representation.state_dict(),
+            meta={k: v for k, v in self.meta.items() if k != "boundaries"}
             | {"boundaries": [list(b) for b in self.meta.get("boundaries", [])]},
-        }
+        )
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("normalizer") is not None:
-            self.normalizer = Normalizer.from_state_dict(state["normalizer"])
-        self.representation.load_state_dict(state["representation"])
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning's datamodule hook: the same record as plain containers."""
+        return self.data_state().to_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | DataState) -> None:
+        ds = state if isinstance(state, DataState) else DataState.from_dict(state)
+        if ds.normalizer_state is not None:
+            self.normalizer = ds.normalizer()
+        if ds.representation_state is not None:
+            self.representation.load_state_dict(dict(ds.representation_state))
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], **data_overrides: Any) -> AudioDataModule:
+    def from_data_state(cls, state: DataState, **data_overrides: Any) -> AudioDataModule:
         """Rebuild from a checkpoint's state, without re-fitting on the training data."""
-        dm = cls({**state["data"], **data_overrides}, state["norm"], state["repr"])
+        dm = cls({**state.data, **data_overrides}, state.norm, state.repr)
         dm.load_state_dict(state)
         return dm
-
-
-class _Attr(dict):
-    """dict with attribute access, so validate_data works on plain mappings."""
-
-    __getattr__ = dict.get  # type: ignore[assignment]

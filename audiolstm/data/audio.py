@@ -1,44 +1,30 @@
-"""Audio I/O, input validation and the on-disk signal cache.
+"""Audio file I/O and validation: decode any supported file to mono float32 at a rate.
 
-Everything the data pipeline reads comes through `source_signal`: it validates the
-user's audio (one clear `UserError` line per problem, naming the file), decodes it
-once to mono float32 at the target rate, and stores the result as a `.npy` that
-every DDP rank and dataloader worker memory-maps, so the whole job holds one copy.
-Cache writes are atomic (temp file + fsync + rename) and every read is checked, so a
-killed run or a damaged file costs a rebuild, never wrong data.
+Every problem with a user's file (missing, empty, truncated, not audio, NaN, silent)
+is one `UserError` line naming the file. Writing is one function, `write_wav`, atomic
+and at 32-bit float so generated audio keeps its original scale exactly.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import os
-import secrets
 import struct
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from audiolstm import synth
+from audiolstm.atomic import atomic_write
 from audiolstm.errors import UserError
 
 log = logging.getLogger(__name__)
 
 # Extensions libsndfile (>= 1.1, which soundfile bundles) decodes; MP3 needs >= 1.1.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
-SOURCES = ("synthetic", "wav", "folder")
-RESAMPLER = "soxr-HQ"  # part of the cache key: a different resampler means different data
-CACHE_VERSION = 1  # bump when the cache layout or the decoding pipeline changes
 
 _BLOCK_FRAMES = 1 << 18  # frames decoded per read: bounds the multi-channel temporary
-_STALE_TMP_SECONDS = 24 * 3600  # temp files this old belong to a dead writer
 _PCM_TAGS = {0x0001, 0x0003, 0x0006, 0x0007}  # PCM, IEEE float, A-law, mu-law: 1 block=1 frame
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _UNKNOWN_SIZES = {0, 0xFFFFFFFF}  # streaming writers leave these placeholders in RIFF sizes
@@ -267,38 +253,6 @@ def load_folder(
 # --------------------------------------------------------------------------- writing
 
 
-def _tmp_name(target: Path) -> Path:
-    """A unique sibling temp name: concurrent writers (DDP ranks) never share one."""
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; best effort where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(target: Path, write: Callable[[Any], None]) -> None:
-    """Write via `write(fileobj)` to a temp sibling, fsync, then rename over `target`."""
-    tmp = _tmp_name(target)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_wav(path: str | Path, signal: np.ndarray, sample_rate: int) -> None:
     """Write a 32-bit float WAV atomically, so the original scale survives exactly.
 
@@ -313,191 +267,4 @@ def write_wav(path: str | Path, signal: np.ndarray, sample_rate: int) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fmt = "RF64" if x.nbytes > 0xFFFFFFFF - (1 << 20) else "WAV"
-    _atomic_write(target, lambda fh: sf.write(fh, x, int(sample_rate), subtype="FLOAT", format=fmt))
-
-
-# --------------------------------------------------------------------------- cache
-
-
-def _canonical(obj: Any) -> str:
-    """Canonical JSON: the same key always hashes (and compares) the same."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-
-
-def _cache_paths(key: dict, cache_dir: Path) -> tuple[Path, Path, Any]:
-    canon = _canonical(key)
-    digest = hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
-    return cache_dir / f"{digest}.npy", cache_dir / f"{digest}.json", json.loads(canon)
-
-
-def _remove_stale_temps(npy: Path) -> None:
-    """Delete temp files a killed writer left for this entry (old enough to be dead)."""
-    cutoff = time.time() - _STALE_TMP_SECONDS
-    for pattern in (f".{npy.name}.*.tmp", f".{npy.stem}.json.*.tmp"):
-        for tmp in npy.parent.glob(pattern):
-            try:
-                if tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
-            except OSError:
-                pass
-
-
-def _load_cached(npy: Path, side: Path, key_json: Any) -> tuple[np.ndarray, dict] | None:
-    """Map a complete, matching cache entry; remove and report a damaged one."""
-    if not side.exists():
-        if npy.exists():
-            log.warning("%s: cache entry has no sidecar (interrupted write?); rebuilding", npy)
-        return None
-    try:
-        record = json.loads(side.read_text(encoding="utf-8"))
-        if not isinstance(record, dict) or record.get("key") != key_json:
-            raise ValueError("sidecar key does not match the requested key")
-        n = record["num_samples"]
-        meta = record["meta"]
-        arr = np.load(npy, mmap_mode="r", allow_pickle=False)
-        if arr.dtype != np.float32 or arr.ndim != 1 or arr.shape[0] != n:
-            raise ValueError(f"holds {arr.dtype} {arr.shape}, sidecar records float32 ({n},)")
-        if not isinstance(meta, dict):
-            raise ValueError("sidecar meta is not an object")
-        return arr, meta
-    except (OSError, ValueError, EOFError, KeyError, TypeError) as e:
-        log.warning("%s: damaged or mismatching cache entry (%s); removing and rebuilding", npy, e)
-        # Sidecar first: a present sidecar must always mean a complete .npy.
-        side.unlink(missing_ok=True)
-        npy.unlink(missing_ok=True)
-        return None
-
-
-def cached_signal(
-    key: dict,
-    build: Callable[[], tuple[np.ndarray, dict]],
-    cache_dir: str | Path,
-) -> tuple[np.ndarray, dict]:
-    """Return `build()`'s signal via a memory-mapped on-disk cache keyed by `key`.
-
-    `key` (JSON-serialisable) names the file `<sha256[:16]>.npy` with a `.json`
-    sidecar holding the key and `build`'s meta. A hit maps the array read-only without
-    calling `build`. Writes go .npy then .json, each atomic, so a present sidecar
-    means a complete array; several processes may build at once safely.
-    """
-    cache = Path(cache_dir)
-    npy, side, key_json = _cache_paths(key, cache)
-    hit = _load_cached(npy, side, key_json)
-    if hit is not None:
-        return hit
-
-    signal, meta = build()
-    arr = np.ascontiguousarray(signal, dtype=np.float32)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"build() must return a non-empty 1-D signal, got shape {arr.shape}")
-    meta_json = json.loads(_canonical(meta))  # fail on unserialisable meta before writing
-    record = {
-        "cache_version": CACHE_VERSION,
-        "key": key_json,
-        "num_samples": int(arr.shape[0]),
-        "dtype": "float32",
-        "meta": meta_json,
-    }
-    cache.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(npy)
-    tmp = _tmp_name(npy)
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # Map the temp before the rename: the mapping follows the inode, so it stays
-        # valid even if another rank replaces the entry a moment later.
-        mapped = np.load(tmp, mmap_mode="r", allow_pickle=False)
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _atomic_write(side, lambda fh: fh.write(json.dumps(record, indent=1).encode("utf-8")))
-    _fsync_dir(cache)
-    return mapped, meta_json
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-def _file_fingerprint(p: Path) -> dict:
-    """What identifies a file's content cheaply: a changed size or mtime means rebuild."""
-    st = _check_is_file(p)
-    return {"name": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def source_signal(
-    source: str,
-    path: str | None,
-    sample_rate: int,
-    cache_dir: str | Path,
-    synth_seconds: float,
-    synth_seed: int,
-) -> tuple[np.ndarray, dict]:
-    """Resolve the configured data source to a memory-mapped mono float32 signal.
-
-    Returns `(signal, meta)` with meta `{"source", "sample_rate", "num_samples",
-    "boundaries": [(name, start), ...], "path"}`. Input is validated before any cache
-    file is written, so bad input leaves nothing behind.
-    """
-    if source not in SOURCES:
-        raise UserError(
-            f"data.source: unknown source {source!r}; expected one of {', '.join(SOURCES)}"
-        )
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise UserError(f"data.sample_rate: must be a positive integer, got {sample_rate!r}")
-    sr = int(sample_rate)
-    common = {"cache_version": CACHE_VERSION, "sample_rate": sr, "source": source}
-
-    build: Callable[[], tuple[np.ndarray, dict]]
-    if source == "synthetic":
-        if not (
-            isinstance(synth_seconds, (int, float))
-            and math.isfinite(synth_seconds)
-            and synth_seconds > 0
-        ):
-            raise UserError(f"data.synth_seconds: must be a positive number, got {synth_seconds!r}")
-        seconds, seed = float(synth_seconds), int(synth_seed)
-        key = {**common, "seconds": seconds, "seed": seed, "synth_version": synth.VERSION}
-        origin = f"synth_drone(seconds={seconds:g}, seed={seed})"
-
-        def build() -> tuple[np.ndarray, dict]:
-            return synth.synth_drone(seconds, sr, seed), {"boundaries": [["synthetic", 0]]}
-
-    else:
-        if not path:
-            raise UserError(
-                f"data.path: required when data.source={source} "
-                f"({'an audio file' if source == 'wav' else 'a folder of audio'})"
-            )
-        p = Path(path).expanduser().resolve()
-        origin = str(p)
-        if source == "wav":
-            key = {**common, "path": origin, "resampler": RESAMPLER, **_file_fingerprint(p)}
-
-            def build() -> tuple[np.ndarray, dict]:
-                return load_audio(p, sr), {"boundaries": [[p.name, 0]]}
-
-        else:
-            files = [_file_fingerprint(f) for f in list_audio_files(p)]
-            key = {**common, "path": origin, "resampler": RESAMPLER, "files": files}
-
-            def build() -> tuple[np.ndarray, dict]:
-                signal, bounds = load_folder(p, sr)
-                return signal, {"boundaries": [[name, start] for name, start in bounds]}
-
-    def build_with_meta() -> tuple[np.ndarray, dict]:
-        signal, meta = build()
-        meta.update(source=source, path=origin, sample_rate=sr, num_samples=int(len(signal)))
-        return signal, meta
-
-    try:
-        signal, meta = cached_signal(key, build_with_meta, cache_dir)
-    except OSError as e:
-        where = e.filename or cache_dir
-        raise UserError(f"{where}: cannot write the data cache ({e.strerror or e})") from None
-    meta = dict(meta)
-    meta["boundaries"] = [(str(name), int(start)) for name, start in meta["boundaries"]]
-    return signal, meta
+    atomic_write(target, lambda fh: sf.write(fh, x, int(sample_rate), subtype="FLOAT", format=fmt))

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
+
+from audiolstm.generation.pipeline import continue_audio, write_outputs
+from audiolstm.generation.strategies import Sampling
 
 
 class PlainProgressBar(ProgressBar):
@@ -104,12 +109,6 @@ class SampleGeneration(Callback):
             self._sample(trainer, pl_module, trainer.current_epoch)
 
     def _sample(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
-        from pathlib import Path
-
-        import numpy as np
-
-        from audiolstm.generate import Sampling, continue_audio, write_outputs
-
         self._last_epoch = epoch
         dm = trainer.datamodule
         if not trainer.is_global_zero or dm is None or pl_module.data_state is None:
@@ -122,8 +121,7 @@ class SampleGeneration(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            state = pl_module.data_state | {"normalizer": dm.normalizer.state_dict(),
-                                             "representation": dm.representation.state_dict()}
+            state = dm.data_state()  # the statistics in use now (a resumed run restores them)
             sampling = Sampling(self.temperature, self.feedback_noise,
                                 torch.Generator(device=pl_module.device).manual_seed(epoch))
             cont = continue_audio(pl_module, state, seed, "val", self.seconds, self.strategy,

@@ -41,7 +41,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
 
 def model_from_checkpoint(path: str | Path, key: str = "ckpt_path", map_location: str = "cpu"):
     """The model stored in a checkpoint, in eval mode, with its data state attached."""
-    from audiolstm.models import class_of_checkpoint
+    from audiolstm.models.registry import class_of_checkpoint
 
     ckpt = load_checkpoint(path, key)
     model = class_of_checkpoint(ckpt)(**ckpt["hyper_parameters"])

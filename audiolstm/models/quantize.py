@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 Kind = Literal["mu_law", "linear"]
+KINDS: tuple[str, ...] = ("mu_law", "linear")
 
 
 def _check_levels(q_levels: int) -> int:

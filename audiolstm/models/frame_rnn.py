@@ -31,14 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiolstm.base import AudioModel, NonFiniteLossError  # noqa: F401 - re-exported
-from audiolstm.baselines import copy_overlap_mse, new_sample_mse
 from audiolstm.errors import UserError
-from audiolstm.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
-from audiolstm.losses import multi_resolution_stft_loss
-from audiolstm.metrics import baseline_mse
+from audiolstm.evaluation.baselines import copy_overlap_mse, new_sample_mse, ridge_predict
+from audiolstm.evaluation.metrics import baseline_mse
+from audiolstm.models.base import AudioModel, State, run_chunks
+from audiolstm.models.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
+from audiolstm.models.losses import multi_resolution_stft_loss
 
-State = list[Any]  # per layer: (h, c) for LSTM, h for GRU
+CELLS = ("lstm", "gru")
+HEADS = ("mse", "gaussian", "logistic_mixture")
+LOSSES = ("mse", "stft", "mse+stft")
 
 
 class MeanHead(nn.Linear):
@@ -51,31 +53,23 @@ class MeanHead(nn.Linear):
         return out
 
 
-def detach_state(state: State) -> State:
-    return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
-
-
 def tbptt_step(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None,
                update: Callable[[Tensor], None],
                objective: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
-    """Truncated BPTT over one batch: one `update(loss)` per chunk of `chunk` frames.
+    """Truncated BPTT over one batch of frames: one `update(loss)` per chunk of `chunk` frames.
 
-    The state leaves each chunk detached, so no gradient crosses a chunk
-    boundary while the forward pass still sees the whole history. Returns the
-    frame-weighted mean loss of the batch (detached) for logging.
+    Returns the frame-weighted mean loss of the batch (detached) for logging.
     """
-    steps = x.shape[1]
-    chunk = chunk or steps
-    state: State | None = None
-    total = torch.zeros((), device=x.device)
-    for start in range(0, steps, chunk):
-        pred, state = model(x[:, start : start + chunk], state)
-        target = y[:, start : start + chunk]
-        loss = objective(pred, target) if objective else F.mse_loss(pred, target)
+    objective = objective or F.mse_loss
+
+    def step(start: int, stop: int, state: State | None) -> tuple[Tensor, State]:
+        pred, state = model(x[:, start:stop], state)
+        loss = objective(pred, y[:, start:stop])
         update(loss)
-        state = detach_state(state)
-        total = total + loss.detach() * pred.shape[1]
-    return total / steps
+        return loss.detach() * (stop - start), state
+
+    steps = x.shape[1]
+    return torch.stack(run_chunks(steps, chunk, step)).sum() / steps
 
 
 class AudioRNN(AudioModel):
@@ -117,7 +111,7 @@ class AudioRNN(AudioModel):
             self.head = LogisticMixtureHead(sizes[-1], input_dim, mixture_components,
                                             mixture_bins)
         else:
-            raise UserError(f"model.head={head!r} is not one of mse, gaussian, logistic_mixture")
+            raise UserError(f"model.head={head!r} is not one of {', '.join(HEADS)}")
         if loss != "mse" and head != "mse":
             raise UserError(f"model.loss={loss!r} needs model.head=mse (the other heads are "
                             "trained by likelihood)")
@@ -206,8 +200,7 @@ class AudioRNN(AudioModel):
         sums = {"loss": self.objective(out, y) * n, "mse": F.mse_loss(pred, y, reduction="sum")}
         sums |= {k: v * n for k, v in baseline_mse(x, y).items()}
         if self.ridge is not None:
-            w, b = (t.to(device=x.device, dtype=x.dtype) for t in self.ridge)
-            sums["mse_ridge"] = F.mse_loss(x @ w + b, y, reduction="sum")
+            sums["mse_ridge"] = F.mse_loss(ridge_predict(x, *self.ridge), y, reduction="sum")
         hop = self._overlap_hop()
         if hop is not None:  # overlapping time frames: the new samples are the real task
             n_new = n * hop / y.shape[-1]
@@ -238,10 +231,8 @@ class AudioRNN(AudioModel):
         self.log_dict(metrics)
 
     def _overlap_hop(self) -> int | None:
-        d = (self.data_state or {}).get("data") or {}
-        repr_kind = ((self.data_state or {}).get("repr") or {}).get("kind", "time")
-        hop, x_len = d.get("hop"), d.get("x_len")
-        return hop if hop and x_len and hop < x_len and repr_kind == "time" else None
+        ds = self.data_state
+        return ds.step if ds is not None and ds.overlapping and ds.repr_kind == "time" else None
 
     def _bits_per_sample(self, nll: float) -> float | None:
         """NLL in bits per sample at 256 levels (SampleRNN's comparison), where defined.
@@ -253,8 +244,8 @@ class AudioRNN(AudioModel):
         """
         if self.hparams.head == "logistic_mixture":
             return float(bits_per_sample(nll))
-        if self.hparams.head == "gaussian" and self.data_state:
-            scale = (self.data_state.get("normalizer") or {}).get("scale")
+        if self.hparams.head == "gaussian" and self.data_state is not None:
+            scale = (self.data_state.normalizer_state or {}).get("scale")
             if scale:
                 return float(bits_per_sample(nll, bins=256, scale=float(scale)))
         return None

@@ -10,7 +10,7 @@ so that results do not depend on the dtype the caller happens to hold.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -92,25 +92,6 @@ def rms_ratio(generated: np.ndarray, seed: np.ndarray) -> float:
     if not ref > 0.0:
         return math.nan
     return rms(generated) / ref
-
-
-def rms_over_time(x: np.ndarray, sample_rate: int, window_seconds: float = 1.0) -> np.ndarray:
-    """RMS of each consecutive, non-overlapping window of `window_seconds`.
-
-    Only complete windows are reported (a trailing partial window would be noisier than
-    the others); the window is `round(window_seconds * sample_rate)` samples, at least 1.
-    Window `i` covers `[i*w, (i+1)*w)` samples, so its centre is at `(i + 0.5) * w`.
-    """
-    arr = _as_1d(x, "x")
-    sample_rate = _check_positive_int(sample_rate, "sample_rate")
-    if not window_seconds > 0:
-        raise ValueError(f"window_seconds must be > 0, got {window_seconds}")
-    w = max(1, round(window_seconds * sample_rate))
-    n = arr.size // w
-    if n == 0:
-        return np.zeros(0, dtype=np.float64)
-    blocks = arr[: n * w].reshape(n, w)
-    return np.sqrt(np.mean(blocks * blocks, axis=1))
 
 
 def rms_ratio_at(
@@ -289,7 +270,7 @@ def generation_metrics(
     `seed`; `frame_len` is the frame period in samples (the hop when frames overlap).
     Each collapse metric is also computed on the seed ("…_seed") as the natural-audio
     reference: a tick score or frame correlation is only "high" relative to it.
-    Pass the result through `json_safe` before writing JSON.
+    Non-finite values become null when written with `audiolstm.atomic.write_json`.
     """
     seed_a = _as_1d(seed, "seed")
     gen_a = _as_1d(generated, "generated")
@@ -319,31 +300,6 @@ def generation_metrics(
         out["wall_seconds"] = float(wall_seconds)
         out["real_time_factor"] = real_time_factor(gen_seconds, wall_seconds)
     return {k: float(v) for k, v in out.items()}
-
-
-def json_safe(obj: Any) -> Any:
-    """Copy of `obj` that `json.dump(..., allow_nan=False)` accepts.
-
-    nan/±inf floats become None (JSON has no nan), numpy scalars and arrays become
-    Python floats/ints/lists, tuples become lists; recurses through dicts and sequences.
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-# ------------------------------------------------------------------------ baselines
 
 
 def baseline_mse(inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -22,17 +22,22 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from audiolstm.callbacks import ReseedEachBatch
-from audiolstm.checkpoints import load_checkpoint
+from audiolstm.atomic import write_json
 from audiolstm.config import to_container, validate_train
-from audiolstm.datamodule import AudioDataModule
+from audiolstm.data.datamodule import AudioDataModule
 from audiolstm.errors import UserError
-from audiolstm.model import AudioRNN
-from audiolstm.models import build_model
-from audiolstm.plots import plot_learning_curves
-from audiolstm.runinfo import epoch_curves, write_json
+from audiolstm.evaluation.baselines import fit_ridge_baseline
+from audiolstm.evaluation.plots import plot_learning_curves
+from audiolstm.models.checkpoints import load_checkpoint
+from audiolstm.models.frame_rnn import AudioRNN
+from audiolstm.models.registry import build_model
+from audiolstm.runinfo import epoch_curves
+from audiolstm.training.callbacks import ReseedEachBatch
 
 log = logging.getLogger(__name__)
+
+#: The ridge baseline solves D x D normal equations: skipped above this many features.
+RIDGE_MAX_DIM = 4096
 
 
 def run_label() -> str:
@@ -77,7 +82,7 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
     callbacks.append(ReseedEachBatch(cfg.seed))
     if cfg.get("optuna"):  # a trial of the Optuna sweeper: report each epoch, maybe prune
-        from audiolstm.optuna_pruning import OptunaPruning
+        from audiolstm.training.pruning import OptunaPruning
 
         callbacks.append(OptunaPruning.from_config(to_container(cfg.optuna),
                                                    monitor=cfg.optimized_metric))
@@ -119,9 +124,10 @@ def run(cfg: DictConfig) -> float:
     model = build_model(dm.input_dim, to_container(cfg.model))
     if init is not None:
         _warm_start(model, init, cfg.init_from)
-    model.data_state = dm.state_dict()
+    model.data_state = dm.data_state()
     if cfg.ridge_baseline and isinstance(model, AudioRNN):
-        model.ridge = dm.fit_ridge_baseline()
+        model.ridge = (fit_ridge_baseline(dm.train_frame_pairs())
+                       if dm.input_dim <= RIDGE_MAX_DIM else None)
 
     wandb_id = (resume["audiolstm"].get("wandb_id") if resume else None)
     loggers = build_loggers(cfg, run_dir, wandb_id)

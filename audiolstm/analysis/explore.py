@@ -29,8 +29,7 @@ import logging
 import math
 import os
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from audiolstm import plots
-from audiolstm.audio import source_signal
-from audiolstm.config import NORM_SCHEMES, SPLITS, validate_data
+from audiolstm.atomic import atomic_write, write_json
+from audiolstm.data.normalize import SCHEMES as NORM_SCHEMES
+from audiolstm.data.normalize import fit_normalizer
+from audiolstm.data.settings import validate_data
+from audiolstm.data.sources import source_signal
+from audiolstm.data.splits import SPLITS, split_bounds
 from audiolstm.errors import UserError
-from audiolstm.normalize import fit_normalizer
-from audiolstm.runinfo import write_json
-from audiolstm.splits import split_bounds
+from audiolstm.evaluation import plots
 
 log = logging.getLogger(__name__)
 
@@ -738,7 +738,7 @@ def explore_signal(
     env_win = max(1, round(sr / opts.envelope_hz))
     env_rate = sr / env_win
     env = rms_envelope(signal, env_win)
-    _atomic(out / "envelope.npy", lambda f: np.save(f, env.astype(np.float32)))
+    atomic_write(out / "envelope.npy", lambda f: np.save(f, env.astype(np.float32)))
     period_args = (opts.pulse_min_seconds, opts.pulse_max_seconds, opts.pulse_peak_fraction)
     overall = pulsation_period(env, env_rate, *period_args)
     regions = regional_periods(env, env_rate, opts.region_seconds, *period_args)
@@ -819,8 +819,8 @@ def explore_signal(
     files += ["envelope.npy", "explore.json", "explore.md", "explore.html"]
     result["files"] = files
     write_json(out / "explore.json", result)
-    _atomic(out / "explore.md", lambda f: f.write(render_markdown(result).encode()))
-    _atomic(out / "explore.html", lambda f: f.write(render_html(result, out).encode()))
+    atomic_write(out / "explore.md", lambda f: f.write(render_markdown(result).encode()))
+    atomic_write(out / "explore.html", lambda f: f.write(render_html(result, out).encode()))
     return result
 
 
@@ -968,19 +968,6 @@ def render_html(r: Mapping[str, Any], out_dir: Path) -> str:
                  + "".join(f"<li>{esc(n)}</li>" for n in _notes(r)) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-
-
-def _atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file renamed into place: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -1,0 +1,97 @@
+"""The data layer's settings: schemas Hydra type-checks, and their semantic validation.
+
+`DataConfig`, `NormConfig` and `ReprConfig` are the `data`, `norm` and `repr` config
+groups (registered by `audiolstm.config`); `validate_data` checks meaning (positive sizes,
+ratios summing to one) and raises one `UserError` line naming the field, before any
+audio is read. The lists of choices live with the code that implements them
+(`SOURCES` here, `normalize.SCHEMES`, `representation.KINDS`, `splits.SPLITS`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from audiolstm.data.normalize import SCHEMES
+from audiolstm.data.representation import KINDS
+from audiolstm.data.sources import SOURCES
+from audiolstm.errors import UserError, one_of, positive_int
+
+
+@dataclass
+class DataConfig:
+    """Where the audio comes from and how it is cut into examples (DESIGN.md, Data semantics)."""
+
+    source: str = "synthetic"
+    path: str | None = None
+    sample_rate: int = 16000
+    synth_seconds: float = 600.0
+    synth_seed: int = 0
+    splits: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    x_len: int = 2000
+    seq_len: int = 40
+    hop: int | None = None
+    window_shift: int = 8000
+    offsets: list[int] = field(default_factory=lambda: [0])
+    eval_window_shift: int | None = None
+    batch_size: int = 100
+    num_workers: int = 0
+    pin_memory: bool | None = None
+    cache_dir: str = ".cache/audiolstm"
+
+
+@dataclass
+class NormConfig:
+    scheme: str = "std"
+
+
+@dataclass
+class ReprConfig:
+    kind: str = "time"
+    standardize: bool = False
+
+
+def validate_data(data: Any, key: str = "data") -> None:
+    """Semantic checks of the data node; raises UserError naming the field."""
+    one_of(data.source, SOURCES, f"{key}.source")
+    if data.source in ("wav", "folder") and not data.path:
+        what = "an audio file" if data.source == "wav" else "a folder of audio files"
+        raise UserError(f"{key}.path is required with {key}.source={data.source} ({what})")
+    for name in ("sample_rate", "x_len", "seq_len", "window_shift", "batch_size"):
+        positive_int(getattr(data, name), f"{key}.{name}")
+    positive_int(data.hop, f"{key}.hop", allow_none=True)
+    positive_int(data.eval_window_shift, f"{key}.eval_window_shift", allow_none=True)
+    if data.synth_seconds <= 0:
+        raise UserError(f"{key}.synth_seconds={data.synth_seconds!r} must be > 0")
+    if data.num_workers < 0:
+        raise UserError(f"{key}.num_workers={data.num_workers!r} must be >= 0")
+    offsets = list(data.offsets)
+    if not offsets or any(o < 0 for o in offsets):
+        raise UserError(f"{key}.offsets={offsets!r} must be a non-empty list of offsets >= 0")
+    splits = list(data.splits)
+    if len(splits) != 3 or any(r <= 0 for r in splits):
+        raise UserError(f"{key}.splits={splits!r} must be three positive ratios (train, val, test)")
+    if not math.isclose(sum(splits), 1.0, abs_tol=1e-6):
+        raise UserError(f"{key}.splits={splits!r} must sum to 1 (they sum to {sum(splits):g})")
+
+
+
+
+def data_config(values: Any, key: str = "data") -> DataConfig:
+    """A typed `DataConfig` from a mapping (a checkpoint's, a test's); unknown keys refused."""
+    known = {f.name for f in fields(DataConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"{key}.{unknown[0]}: unknown data setting (known: {', '.join(sorted(known))})")
+    cfg = DataConfig(**dict(values))
+    validate_data(cfg, key)
+    return cfg
+
+
+def validate_norm(norm: Any, key: str = "norm") -> None:
+    one_of(norm.scheme, SCHEMES, f"{key}.scheme")
+
+
+def validate_repr(rep: Any, key: str = "repr") -> None:
+    one_of(rep.kind, KINDS, f"{key}.kind")
