@@ -4,14 +4,66 @@ A run directory holds `.hydra/config.yaml` (resolved config), `metrics.csv`
 (Lightning's CSVLogger: one row per logging event, columns per metric),
 `summary.json`, `checkpoints/` and `samples/`. Train writes these; report and
 generate read them.
+
+`SUMMARY_FIELDS` is the one schema of summary.json's result fields: training copies
+the logged metrics it names, the sample-generation callback the sample metrics it
+names, and the report derives its table and CSV columns from it. A new metric is one
+line here.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class SummaryField:
+    """One result key of summary.json: where its value comes from, how the report shows it."""
+
+    key: str
+    #: report table header; None keeps it out of the table (still in the CSV)
+    header: str | None = None
+    #: logged metric copied into the summary when training ends (e.g. "test/mse")
+    metric: str | None = None
+    #: taken from the last sample the SampleGeneration callback generated
+    sample: bool = False
+    fmt: Literal["num", "int", "params", "duration"] = "num"
+    #: a table column even when no run has a value
+    always: bool = False
+
+
+SUMMARY_FIELDS: tuple[SummaryField, ...] = (
+    SummaryField("params", "params", fmt="params", always=True),
+    SummaryField("best_val_loss", "best val loss", always=True),
+    SummaryField("test_loss", "test loss", metric="test/loss", always=True),
+    SummaryField("test_mse", "test MSE", metric="test/mse"),
+    SummaryField("test_mse_zero", metric="test/mse_zero"),
+    SummaryField("test_mse_persistence", metric="test/mse_persistence"),
+    SummaryField("test_mse_ridge", metric="test/mse_ridge"),
+    SummaryField("test_rel_zero", "test / zero", metric="test/rel_zero"),
+    SummaryField("test_rel_persistence", "test / persistence", metric="test/rel_persistence"),
+    SummaryField("test_rel_ridge", "test / ridge", metric="test/rel_ridge"),
+    SummaryField("test_bits_per_sample", "bits / sample", metric="test/bits_per_sample"),
+    SummaryField("tick_score", "tick score", sample=True),
+    SummaryField("rms_ratio", "RMS ratio", sample=True),
+    SummaryField("rms_ratio_2s", "RMS 2 s", sample=True),
+    SummaryField("rms_ratio_5s", "RMS 5 s", sample=True),
+    SummaryField("rms_ratio_10s", "RMS 10 s", sample=True),
+    SummaryField("log_spectral_distance_db", "log-spectral dist. (dB)", sample=True),
+    SummaryField("frame_correlation", "frame corr.", sample=True),
+    SummaryField("frame_rate_energy_fraction", "energy at frame rate", sample=True),
+    SummaryField("epochs", "epochs", fmt="int", always=True),
+    SummaryField("train_seconds", "train time", fmt="duration", always=True),
+)
+
+#: metric name -> summary key, for the fields copied from logged metrics
+METRIC_FIELDS = {f.metric: f.key for f in SUMMARY_FIELDS if f.metric}
+#: summary keys taken from the last generated sample
+SAMPLE_FIELDS = tuple(f.key for f in SUMMARY_FIELDS if f.sample)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -31,21 +31,16 @@ from typing import Any
 from audiolstm.atomic import write_text
 from audiolstm.errors import UserError
 from audiolstm.evaluation.plots import plot_learning_curves
-from audiolstm.runinfo import epoch_curves, read_json
+from audiolstm.runinfo import SUMMARY_FIELDS, epoch_curves, read_json
 
-#: Extra summary keys (issue 7: honest baselines, likelihoods, collapse metrics).
-GENERATION_AND_ISSUE7 = ("test_mse", "test_rel_ridge", "test_bits_per_sample", "rms_ratio_2s",
-                         "rms_ratio_5s", "rms_ratio_10s", "log_spectral_distance_db",
-                         "frame_correlation", "frame_rate_energy_fraction")
 #: Media larger than this are linked (relative path) instead of embedded in report.html.
 MAX_EMBED_BYTES = 8 * 1024 * 1024
 #: Override keys that are bookkeeping, not hyper-parameters.
 HIDDEN_KEYS = ("optuna", "hydra.sweep.dir", "hydra.run.dir")
 
-CSV_FIELDS = ("rank", "best", "run", "status", "reason", "overrides", "varying", "params",
-              "epochs", "best_val_loss", "test_loss", "test_mse_zero", "test_mse_persistence",
-              "test_rel_zero", "test_rel_persistence", "tick_score", "rms_ratio",
-              *GENERATION_AND_ISSUE7, "train_seconds", "sample_wav", "run_dir")
+#: CSV: the run's identity, every summary field (runinfo.SUMMARY_FIELDS), its files.
+CSV_FIELDS = ("rank", "best", "run", "status", "reason", "overrides", "varying",
+              *(f.key for f in SUMMARY_FIELDS), "sample_wav", "run_dir")
 
 
 @dataclass
@@ -202,27 +197,29 @@ def _params(v: float | None) -> str:
     return "" if v is None else f"{int(v):,}"
 
 
+def _format(fmt: str, v: float | None) -> str:
+    if fmt == "params":
+        return _params(v)
+    if fmt == "duration":
+        return _duration(v)
+    if fmt == "int":
+        return "" if v is None else str(int(v))
+    return _num(v)
+
+
+#: (header, key): the run's identity, then every summary field with a header.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("#", "rank"), ("run (overrides that vary)", "label"), ("status", "status"),
-    ("params", "params"), ("best val loss", "best_val_loss"), ("test loss", "test_loss"),
-    ("test MSE", "test_mse"), ("test / zero", "test_rel_zero"),
-    ("test / persistence", "test_rel_persistence"), ("test / ridge", "test_rel_ridge"),
-    ("bits / sample", "test_bits_per_sample"),
-    ("tick score", "tick_score"), ("RMS ratio", "rms_ratio"), ("RMS 2 s", "rms_ratio_2s"),
-    ("RMS 5 s", "rms_ratio_5s"), ("RMS 10 s", "rms_ratio_10s"),
-    ("log-spectral dist. (dB)", "log_spectral_distance_db"),
-    ("frame corr.", "frame_correlation"), ("energy at frame rate", "frame_rate_energy_fraction"),
-    ("epochs", "epochs"),
-    ("train time", "train_seconds"),
+    *((f.header, f.key) for f in SUMMARY_FIELDS if f.header),
 )
+_ALWAYS = ("rank", "label", "status", *(f.key for f in SUMMARY_FIELDS if f.always))
+_FORMAT = {f.key: f.fmt for f in SUMMARY_FIELDS}
 
 
 def columns(runs: list[Run]) -> list[tuple[str, str]]:
-    """COLUMNS minus the optional metric columns no run has (e.g. bits/sample for MSE heads)."""
-    always = ("rank", "label", "status", "params", "best_val_loss", "test_loss", "epochs",
-              "train_seconds")
+    """COLUMNS minus the optional metric columns no run has (e.g. ridge for SampleRNN)."""
     return [(h, k) for h, k in COLUMNS
-            if k in always or any(r.summary.get(k) is not None for r in runs)]
+            if k in _ALWAYS or any(r.summary.get(k) is not None for r in runs)]
 
 
 def _cells(r: Run, cols: list[tuple[str, str]] | None = None) -> list[str]:
@@ -234,17 +231,10 @@ def _cells(r: Run, cols: list[tuple[str, str]] | None = None) -> list[str]:
             out.append(r.label)
         elif key == "status":
             out.append(r.status)
-        elif key == "params":
-            out.append(_params(r.get("params")))
         elif key == "best_val_loss":
             out.append(_num(r.val_loss))
-        elif key == "epochs":
-            e = r.get("epochs")
-            out.append("" if e is None else str(int(e)))
-        elif key == "train_seconds":
-            out.append(_duration(r.get("train_seconds")))
         else:
-            out.append(_num(r.get(key)))
+            out.append(_format(_FORMAT.get(key, "num"), r.get(key)))
     return out
 
 
@@ -253,10 +243,7 @@ def write_csv(path: Path, runs: list[Run]) -> None:
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     w.writeheader()
     for r in runs:
-        row: dict[str, Any] = {k: r.summary.get(k) for k in CSV_FIELDS if k in (
-            "params", "epochs", "test_loss", "test_mse_zero", "test_mse_persistence",
-            "test_rel_zero", "test_rel_persistence", "tick_score", "rms_ratio",
-            *GENERATION_AND_ISSUE7, "train_seconds")}
+        row: dict[str, Any] = {f.key: r.summary.get(f.key) for f in SUMMARY_FIELDS}
         row |= {"rank": r.rank, "best": int(r.best), "run": r.name, "status": r.status,
                 "reason": r.reason, "overrides": " ".join(r.overrides),
                 "varying": r.varying, "best_val_loss": r.val_loss,

@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 
 from audiolstm.generation.pipeline import continue_audio, write_outputs
 from audiolstm.generation.strategies import Sampling
+from audiolstm.runinfo import SAMPLE_FIELDS
 
 
 class PlainProgressBar(ProgressBar):
@@ -134,8 +135,7 @@ class SampleGeneration(Callback):
                                             "seconds": self.seconds, "seed_split": "val",
                                             "seed_start_seconds": start / sr})
         m = cont.metrics
-        keep = ("tick_score", "rms_ratio", "rms_ratio_2s", "rms_ratio_5s", "rms_ratio_10s",
-                "log_spectral_distance_db", "frame_correlation", "frame_rate_energy_fraction")
+        keep = SAMPLE_FIELDS
         pl_module.sample_metrics = {k: m.get(k) for k in keep} | {
             "sample_epoch": epoch, "sample_wav": str(out_dir / f"{stem}.wav")}
         scalars = {f"samples/{k}": float(v) for k, v in m.items()

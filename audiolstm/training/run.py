@@ -31,7 +31,7 @@ from audiolstm.evaluation.plots import plot_learning_curves
 from audiolstm.models.checkpoints import load_checkpoint
 from audiolstm.models.frame_rnn import AudioRNN
 from audiolstm.models.registry import build_model
-from audiolstm.runinfo import epoch_curves
+from audiolstm.runinfo import METRIC_FIELDS, epoch_curves
 from audiolstm.training.callbacks import ReseedEachBatch
 
 log = logging.getLogger(__name__)
@@ -173,15 +173,7 @@ def run(cfg: DictConfig) -> float:
         "sweep_name": cfg.get("sweep_name"),
         "best_val_loss": best_val,
         "val": val_metrics,
-        "test_loss": test_metrics.get("test/loss"),
-        "test_mse_zero": test_metrics.get("test/mse_zero"),
-        "test_mse_persistence": test_metrics.get("test/mse_persistence"),
-        "test_rel_zero": test_metrics.get("test/rel_zero"),
-        "test_rel_persistence": test_metrics.get("test/rel_persistence"),
-        "test_mse": test_metrics.get("test/mse"),
-        "test_mse_ridge": test_metrics.get("test/mse_ridge"),
-        "test_rel_ridge": test_metrics.get("test/rel_ridge"),
-        "test_bits_per_sample": test_metrics.get("test/bits_per_sample"),
+        **{key: test_metrics.get(metric) for metric, key in METRIC_FIELDS.items()},
         "params": model.num_params,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
