@@ -21,7 +21,7 @@ from audiolstm.errors import UserError, one_of, positive_int
 
 @dataclass
 class DataConfig:
-    """Where the audio comes from and how it is cut into examples (DESIGN.md, Data semantics)."""
+    """Where the audio comes from and how it is cut into examples (README, "Data semantics")."""
 
     source: str = "synthetic"
     path: str | None = None

@@ -1,6 +1,6 @@
 """Honest baselines for next-frame prediction: ridge regression and copy-the-overlap.
 
-Why (issue 7): "MSE went down" means nothing until it is compared with what a trivial
+Why: "MSE went down" means nothing until it is compared with what a trivial
 predictor achieves on the same frames. Two such predictors that an LSTM must beat:
 
 - **ridge**: the best *linear* map from the last input frame to the next frame, fitted in

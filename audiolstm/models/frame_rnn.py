@@ -118,7 +118,7 @@ class AudioRNN(AudioModel):
         if forget_bias is not None:
             self.set_forget_bias(forget_bias)
         # Ridge baseline (last frame -> next frame), fitted on the training split by
-        # train.py; evaluation only, never saved.
+        # training.run; evaluation only, never saved.
         self.ridge: tuple[Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ network

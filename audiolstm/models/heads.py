@@ -1,6 +1,6 @@
 """Distribution heads: probabilistic outputs for each sample of the next frame.
 
-Why (issue 7): a next-frame regressor trained with squared error predicts the *conditional
+Why: a next-frame regressor trained with squared error predicts the *conditional
 mean*. Fed back its own means at generation time it regresses towards the mean of all
 plausible continuations and collapses into a near-silent, frame-periodic buzz. A head that
 outputs a *distribution* per sample can be trained by maximum likelihood and *sampled*,

@@ -1,6 +1,6 @@
 """Spectral training losses.
 
-Why (issue 7): a per-sample loss (MSE, or a likelihood of independent samples) says
+Why: a per-sample loss (MSE, or a likelihood of independent samples) says
 nothing about whether the predicted frame *sounds* right: the conditional mean of many
 plausible waveforms is a quiet, smeared one with the right squared error and the wrong
 spectrum. A multi-resolution STFT loss (Parallel WaveGAN, Yamamoto et al. 2020) compares

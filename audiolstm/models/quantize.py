@@ -1,6 +1,6 @@
 """Sample quantisation: mu-law (WaveNet, SampleRNN) and linear, with exact inverses.
 
-Why (issue 7): a softmax or a discretised likelihood over sample *levels* needs integer
+Why: a softmax or a discretised likelihood over sample *levels* needs integer
 classes, and a likelihood in bits is only comparable with the literature at a stated
 number of levels (SampleRNN: 256). Mu-law spends the levels where audio lives (near 0).
 

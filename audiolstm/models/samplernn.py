@@ -1,6 +1,6 @@
 """`SampleRNN`: a sample-level autoregressive model (Mehri et al. 2017, "SampleRNN").
 
-Why (issue 7): `AudioRNN` predicts whole frames with a squared error, so it regresses to
+Why: `AudioRNN` predicts whole frames with a squared error, so it regresses to
 the conditional mean and its frames tick at every boundary. SampleRNN predicts one
 *sample* at a time, as a softmax over `q_levels` quantisation levels, so it is trained by
 maximum likelihood, sampled at generation time, and has no frame boundary to tick at.
@@ -111,7 +111,7 @@ class SampleRNN(AudioModel):
         grad_clip: float | None = 1.0,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
-        input_dim: int | None = None,  # passed to every model by train.py; unused here
+        input_dim: int | None = None,  # the registry passes it to every model; unused here
     ) -> None:
         super().__init__()
         frame_sizes = _check_frame_sizes(frame_sizes)
