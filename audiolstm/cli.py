@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from omegaconf import DictConfig
 from audiolstm import PROJECT_ROOT
 from audiolstm.config import register_configs
 from audiolstm.errors import UserError
+from audiolstm.runinfo import now_iso
 
 CONF_DIR = str(PROJECT_ROOT / "conf")
 log = logging.getLogger("audiolstm")
@@ -57,17 +59,21 @@ def _record_failure(cfg: DictConfig, reason: str, status: str = "failed",
         return
     write_json(out / "summary.json", {"status": status, "error": reason,
                                       "overrides": run_label(), "run_dir": str(out),
-                                      "sweep_name": cfg.get("sweep_name")} | extra)
+                                      "sweep_name": cfg.get("sweep_name"),
+                                      "cuda_visible_devices":
+                                          os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                      "finished_at": now_iso()} | extra)
 
 
 def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run a task; turn user errors (and, in sweeps, any failure) into one clear line."""
+    started = now_iso()
     try:
         return task(cfg)
     except UserError as e:
         if _in_multirun():
             log.error("job failed: %s", e)
-            _record_failure(cfg, str(e))
+            _record_failure(cfg, str(e), started_at=started)
             return math.nan
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(UserError.exit_code)
@@ -76,11 +82,12 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if optuna is not None and isinstance(e, optuna.TrialPruned):  # stopped early, no error
             log.info("%s", e)
             _record_failure(cfg, str(e), "pruned", best_val_loss=getattr(e, "best", None),
-                            epochs=getattr(e, "epoch", None))
+                            epochs=getattr(e, "epoch", None), started_at=started)
             return getattr(e, "value", math.nan)
         if _in_multirun():  # OOM, a bug in one configuration: record it, keep sweeping
             log.exception("job failed")
-            _record_failure(cfg, f"{type(e).__name__}: {e}".splitlines()[0])
+            _record_failure(cfg, f"{type(e).__name__}: {e}".splitlines()[0],
+                            started_at=started)
             return math.nan
         raise
     finally:

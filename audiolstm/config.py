@@ -80,6 +80,8 @@ class TrainConfig:
     test: bool = True
     ridge_baseline: bool = True
     optimized_metric: str = "val/loss"
+    # CUDA runs: highest (full float32) | high (TF32 matmuls and cuDNN RNNs) | medium
+    float32_matmul_precision: str = "high"
 
 
 def register_configs() -> None:

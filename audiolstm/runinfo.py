@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ class SummaryField:
     metric: str | None = None
     #: taken from the last sample the SampleGeneration callback generated
     sample: bool = False
-    fmt: Literal["num", "int", "params", "duration"] = "num"
+    fmt: Literal["num", "int", "params", "duration", "text"] = "num"
     #: a table column even when no run has a value
     always: bool = False
 
@@ -58,12 +59,22 @@ SUMMARY_FIELDS: tuple[SummaryField, ...] = (
     SummaryField("frame_rate_energy_fraction", "energy at frame rate", sample=True),
     SummaryField("epochs", "epochs", fmt="int", always=True),
     SummaryField("train_seconds", "train time", fmt="duration", always=True),
+    # the device(s) the run was given (hydra/launcher=gpus pins each job; SLURM sets it too)
+    SummaryField("cuda_visible_devices", "GPU", fmt="text"),
+    # wall-clock start and end (ISO 8601): which runs of a parallel sweep overlapped
+    SummaryField("started_at", fmt="text"),
+    SummaryField("finished_at", fmt="text"),
 )
 
 #: metric name -> summary key, for the fields copied from logged metrics
 METRIC_FIELDS = {f.metric: f.key for f in SUMMARY_FIELDS if f.metric}
 #: summary keys taken from the last generated sample
 SAMPLE_FIELDS = tuple(f.key for f in SUMMARY_FIELDS if f.sample)
+
+
+def now_iso() -> str:
+    """Local time with its UTC offset, to the millisecond: summary.json's timestamps."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -197,7 +197,9 @@ def _params(v: float | None) -> str:
     return "" if v is None else f"{int(v):,}"
 
 
-def _format(fmt: str, v: float | None) -> str:
+def _format(fmt: str, v: float | str | None) -> str:
+    if fmt == "text":
+        return "" if v is None else str(v)
     if fmt == "params":
         return _params(v)
     if fmt == "duration":
@@ -234,7 +236,8 @@ def _cells(r: Run, cols: list[tuple[str, str]] | None = None) -> list[str]:
         elif key == "best_val_loss":
             out.append(_num(r.val_loss))
         else:
-            out.append(_format(_FORMAT.get(key, "num"), r.get(key)))
+            fmt = _FORMAT.get(key, "num")
+            out.append(_format(fmt, r.summary.get(key) if fmt == "text" else r.get(key)))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,8 +32,9 @@ from audiolstm.evaluation.plots import plot_learning_curves
 from audiolstm.models.checkpoints import load_checkpoint
 from audiolstm.models.frame_rnn import AudioRNN
 from audiolstm.models.registry import build_model
-from audiolstm.runinfo import METRIC_FIELDS, epoch_curves
+from audiolstm.runinfo import METRIC_FIELDS, epoch_curves, now_iso
 from audiolstm.training.callbacks import ReseedEachBatch
+from audiolstm.training.device import check_device, configure_cuda, uses_cuda
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,9 @@ def _warm_start(model: pl.LightningModule, ckpt: dict[str, Any], path: str) -> N
 
 def run(cfg: DictConfig) -> float:
     """Train (and test) one configuration; returns cfg.optimized_metric."""
+    started_at = now_iso()
     validate_train(cfg)
+    check_device(cfg)  # trainer=gpu without CUDA: one line, not a Lightning traceback
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -116,6 +120,7 @@ def run(cfg: DictConfig) -> float:
     init = load_checkpoint(cfg.init_from, "init_from") if cfg.init_from else None
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    configure_cuda(cfg.float32_matmul_precision, uses_cuda(cfg.trainer))
     dm = AudioDataModule(to_container(cfg.data), to_container(cfg.norm),
                          to_container(cfg.repr), seed=cfg.seed)
     dm.prepare_data()
@@ -178,6 +183,9 @@ def run(cfg: DictConfig) -> float:
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "train_seconds": train_seconds,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "started_at": started_at,
+        "finished_at": now_iso(),
         "ckpt_best": best,
         "ckpt_last": (str(Path(ckpt_cb.dirpath) / "last.ckpt")
                       if ckpt_cb and ckpt_cb.save_last else None),
