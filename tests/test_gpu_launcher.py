@@ -49,6 +49,11 @@ APP = textwrap.dedent('''
         "trainer": {"accelerator": "cpu"}})
 
 
+    def write(path, record):  # atomic: the test reads these while jobs run
+        path.with_suffix(".tmp").write_text(json.dumps(record))
+        os.replace(path.with_suffix(".tmp"), path)
+
+
     @hydra.main(version_base="1.3", config_path=None, config_name="app")
     def main(cfg):
         out = Path(HydraConfig.get().runtime.output_dir)
@@ -56,15 +61,14 @@ APP = textwrap.dedent('''
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         pids = [os.getpid()]
         if cfg.child:  # a grandchild that must not outlive the sweep
-            pids.append(subprocess.Popen([sys.executable, "-c",
-                                          "import time; time.sleep(300)"]).pid)
+            pids.append(subprocess.Popen(["sleep", "300"]).pid)
         record = {"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "t0": time.time(),
                   "pids": pids, "torch": "torch" in sys.modules}
-        (out / "started.json").write_text(json.dumps(record))
+        write(out / "started.json", record)
         time.sleep(cfg.sleep)
         if cfg.die:  # what the kernel's OOM killer does
             os.kill(os.getpid(), signal.SIGKILL)
-        (out / "job.json").write_text(json.dumps(record | {"t1": time.time()}))
+        write(out / "job.json", record | {"t1": time.time()})
         return cfg.x * 10
 
 
@@ -296,37 +300,45 @@ def test_bad_launcher_setting_is_one_line_before_any_job(app: Path, tmp_path: Pa
             p.is_dir() for p in (tmp_path / "s").iterdir())  # no job started
 
 
-@pytest.mark.parametrize("ignore_sigint", [False, True])
-def test_ctrl_c_stops_every_job_and_leaves_no_orphan(app: Path, tmp_path: Path,
+@pytest.mark.parametrize(("sig", "ignore_sigint"), [(signal.SIGINT, False),
+                                                     (signal.SIGINT, True),
+                                                     (signal.SIGTERM, False)])
+def test_ctrl_c_stops_every_job_and_leaves_no_orphan(app: Path, tmp_path: Path, sig: int,
                                                      ignore_sigint: bool) -> None:
-    """SIGINT to the launcher: jobs and their children end (SIGKILL if they ignore SIGINT)."""
+    """Ctrl-C (or SIGTERM) to the launcher: jobs and their children end, waiting jobs never
+    start (a job that ignores SIGINT is SIGKILLed after the grace period)."""
     sweep = tmp_path / "s"
     launcher = subprocess.Popen(
         _app_cmd(app, sweep, "x=1,2,3,4", "sleep=300", "child=true",
                  f"ignore_sigint={str(ignore_sigint).lower()}", "hydra.launcher.devices=[0,1]",
                  "hydra.launcher.stop_grace_s=2"),
         cwd=app.parent, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal, even if pytest runs in the background (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (
                 not sweep.is_dir() or len(_jobs(sweep, "started.json")) < 2):
-            assert launcher.poll() is None, launcher.stdout.read()[-3000:]
+            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
             time.sleep(0.2)
         started = _jobs(sweep, "started.json")
         assert len(started) == 2  # two devices: the other two jobs wait
         pids = [p for j in started.values() for p in j["pids"]]
         assert len(pids) == 4 and all(_alive(p) for p in pids)
-        launcher.send_signal(signal.SIGINT)
-        out, _ = launcher.communicate(timeout=60)
+        launcher.send_signal(sig)
+        out, err = launcher.communicate(timeout=60)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert launcher.returncode != 0
+    assert launcher.returncode == 128 + sig  # as the shell reports Ctrl-C (130), kill (143)
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted ({signal.Signals(sig).name}): stopped 2 running job(s), 2 not started")
+    assert "Traceback" not in err
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
-    assert not [p for p in pids if _alive(p)], out[-3000:]
+    assert not [p for p in pids if _alive(p)], err[-3000:]
     assert len(_jobs(sweep, "started.json")) == 2  # the waiting jobs never started
     assert "stopping 2 running job(s) (2 not started)" in out
 

@@ -75,6 +75,9 @@ def _rank_overrides(argv: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C reaches the job as SIGINT from the launcher, even when the launcher itself was
+    # started with SIGINT ignored (a background job of a non-interactive shell)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     spec = json.loads(Path(argv[0]).read_text())
     sys.path[:] = spec["sys_path"]
     rank_args = _rank_overrides(argv[1:])

@@ -8,7 +8,7 @@ job ends. A job that dies without a result (killed for host memory, a segfault) 
 recorded in its summary.json as failed and returns nan, as train.py records a job that
 raises (audiolstm.cli.guarded), so the sweep goes on and the device goes back to the pool.
 Ctrl-C (or SIGTERM) sends SIGINT to every running job, SIGKILL after `stop_grace_s`, and
-re-raises KeyboardInterrupt once no job process is left.
+once no job process is left exits with one line and the shell's code (130, or 143).
 """
 
 
@@ -140,6 +140,12 @@ class GpuLauncher(Launcher):
                     if job.proc.poll() is not None:
                         del running[slot]
                         results[job.idx - initial_job_idx] = self._finish(job)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line, the shell's exit code
+            self._stop(list(running.values()), len(pending))
+            signum = getattr(e, "signum", signal.SIGINT)
+            print(f"interrupted ({signal.Signals(signum).name}): stopped {len(running)} running "
+                  f"job(s), {len(pending)} not started", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signum) from None
         except BaseException:
             self._stop(list(running.values()), len(pending))
             raise
@@ -249,6 +255,14 @@ def _record_death(run_dir: Path, reason: str, info: dict[str, Any],
                          "started_at": spec["started_at"], "finished_at": now_iso()})
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """SIGTERM (kill, a cluster's cancel) stops the jobs like Ctrl-C does."""
@@ -257,7 +271,7 @@ def _stop_on_sigterm() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise _Terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
