@@ -121,7 +121,7 @@ def main() -> None:
         f"{mb(seconds * SR * 4)}; synthesised in {synth_s:.0f} s, not measured) saved as .npy "
         "and memory-mapped, page cache warm (just written). Each row: a fresh interpreter "
         "runs `explore_signal` with the default options (all statistics, envelope, periods, "
-        "lead-in/fade, the five normaliser fits, every figure, md/html/json). Memory sampled "
+        "lead-in/fade, the five normalisers fitted from the split statistics, every figure, md/html/json). Memory sampled "
         "from /proc every 10 ms: *allocated* = peak RssAnon minus the interpreter's after "
         "imports; *mapped* = peak RssFile minus the same (the signal's pages: shared with the "
         "page cache, reclaimable). Wall time excludes the interpreter start and imports.",

@@ -100,11 +100,47 @@ def _std(x: np.ndarray, mean: float, chunk: int) -> float:
     return float(np.sqrt(ss / x.shape[0]))
 
 
-def _max_abs_dev(x: np.ndarray, center: float, chunk: int) -> float:
-    if x.shape[0] == 0:
-        return 0.0
-    _, lo, hi = _moments(x, chunk)
-    return max(hi - center, center - lo)
+def from_statistics(
+    scheme: str,
+    n: int,
+    mean: float,
+    lo: float,
+    hi: float,
+    std: float = float("nan"),
+    others: Mapping[str, tuple[float, float] | None] | None = None,
+) -> Normalizer:
+    """The schemes' rules, applied to statistics already gathered (no pass over the data).
+
+    `n`, `mean`, `lo`, `hi` (and `std`, read by ``std`` only) describe the training
+    split; `others` maps val/test to their (min, max), None for an empty split, read by
+    ``minmax_union`` only. `fit_normalizer` streams the statistics and calls this;
+    `explore` passes the ones its single pass per split gathered.
+    """
+    if scheme not in SCHEMES:
+        raise UserError(f"norm.scheme={scheme!r} is unknown; choose one of {', '.join(SCHEMES)}")
+    if n == 0:
+        raise UserError(f"norm.scheme={scheme}: the training split is empty")
+    if scheme == "none":
+        return Normalizer(scheme, 0.0, 1.0, {})
+    if not np.isfinite(mean):
+        raise UserError(f"norm.scheme={scheme}: the training split has NaN or infinite samples")
+    split_scales: dict[str, float] = {}
+    if scheme == "minmax01":
+        shift, scale = lo, hi - lo
+    elif scheme == "std":
+        shift, scale = mean, std
+    else:  # minmax, minmax_union: |x - mean| is largest at the min or the max
+        shift, scale = mean, max(hi - mean, mean - lo)
+        if scheme == "minmax_union":
+            for name, extremes in (others or {}).items():
+                own = 0.0 if extremes is None else max(extremes[1] - mean, mean - extremes[0])
+                split_scales[name] = max(scale, own)
+    if not scale > 0:
+        raise UserError(
+            f"norm.scheme={scheme}: training split is silent (zero variance): nothing to learn; "
+            "check the audio file and the split ratios"
+        )
+    return Normalizer(scheme, float(shift), float(scale), split_scales)
 
 
 def fit_normalizer(
@@ -114,31 +150,15 @@ def fit_normalizer(
     chunk: int = CHUNK,
 ) -> Normalizer:
     """Fit `scheme` on `train`; `others` (val/test) are read only by ``minmax_union``."""
-    if scheme not in SCHEMES:
-        raise UserError(f"norm.scheme={scheme!r} is unknown; choose one of {', '.join(SCHEMES)}")
     train = np.asarray(train).reshape(-1)
-    if train.shape[0] == 0:
-        raise UserError(f"norm.scheme={scheme}: the training split is empty")
-    if scheme == "none":
-        return Normalizer(scheme, 0.0, 1.0, {})
-
+    n = int(train.shape[0])
+    if scheme not in SCHEMES or n == 0 or scheme == "none":  # its error, or the identity
+        return from_statistics(scheme, n, 0.0, 0.0, 0.0)
     mean, lo, hi = _moments(train, chunk)
-    if not np.isfinite(mean):
-        raise UserError(f"norm.scheme={scheme}: the training split has NaN or infinite samples")
-    split_scales: dict[str, float] = {}
-    if scheme == "minmax01":
-        shift, scale = lo, hi - lo
-    elif scheme == "std":
-        shift, scale = mean, _std(train, mean, chunk)
-    else:  # minmax, minmax_union: |x - mean| is largest at the min or the max
-        shift, scale = mean, max(hi - mean, mean - lo)
-        if scheme == "minmax_union":
-            for name, x in (others or {}).items():
-                own = _max_abs_dev(np.asarray(x).reshape(-1), mean, chunk)
-                split_scales[name] = max(scale, own)
-    if not scale > 0:
-        raise UserError(
-            f"norm.scheme={scheme}: training split is silent (zero variance): nothing to learn; "
-            "check the audio file and the split ratios"
-        )
-    return Normalizer(scheme, float(shift), float(scale), split_scales)
+    std = _std(train, mean, chunk) if scheme == "std" and np.isfinite(mean) else float("nan")
+    extremes: dict[str, tuple[float, float] | None] = {}
+    if scheme == "minmax_union":
+        for name, x in (others or {}).items():
+            x = np.asarray(x).reshape(-1)
+            extremes[name] = _moments(x, chunk)[1:] if x.shape[0] else None
+    return from_statistics(scheme, n, mean, lo, hi, std, extremes)

@@ -242,11 +242,15 @@ def plot_learning_curves(
 
 def plot_waveform_grid(
     path: str | os.PathLike[str],
-    panels: Sequence[tuple[str, np.ndarray, float]],
-    sample_rate: int,
+    panels: Sequence[tuple[str, np.ndarray, float] | tuple[str, np.ndarray, float, float]],
+    sample_rate: float,
     ncols: int = 3,
 ) -> Path:
-    """Grid of waveform excerpts, each `(title, samples, start_seconds)` on its own time axis."""
+    """Grid of waveform excerpts, each `(title, samples, start_seconds)` on its own time axis.
+
+    A panel may carry a fourth value, its own rate in values per second (a min/max
+    decimated excerpt has fewer values per second than the audio); else `sample_rate`.
+    """
     if not panels:
         raise ValueError("plot_waveform_grid needs at least one panel")
     if ncols < 1:
@@ -255,10 +259,12 @@ def plot_waveform_grid(
     nrows = math.ceil(len(panels) / ncols)
     fig = _new_figure(4.2 * ncols, 2.4 * nrows + 0.4)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for i, (ax, (name, samples, start)) in enumerate(zip(axes, panels, strict=False)):
+    for i, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
+        name, samples, start = panel[:3]
+        rate = panel[3] if len(panel) > 3 else sample_rate
         x = _samples(samples, f"panel {name!r}")
-        _draw_wave(ax, x, sample_rate, float(start), SEED_COLOR)
-        ax.set_xlim(float(start), float(start) + x.size / sample_rate)
+        _draw_wave(ax, x, rate, float(start), SEED_COLOR)
+        ax.set_xlim(float(start), float(start) + x.size / rate)
         ax.set_title(name, fontsize="medium")
         if i + ncols >= len(panels):  # nothing below it: label its time axis
             ax.set_xlabel("time (s)")
@@ -270,7 +276,7 @@ def plot_waveform_grid(
 def plot_waveform(
     path: str | os.PathLike[str],
     samples: np.ndarray,
-    sample_rate: int,
+    sample_rate: float,
     start_seconds: float = 0.0,
     title: str = "",
 ) -> Path:
