@@ -32,7 +32,9 @@ class SummaryField:
     metric: str | None = None
     #: taken from the last sample the SampleGeneration callback generated
     sample: bool = False
-    fmt: Literal["num", "int", "params", "duration", "text"] = "num"
+    #: "splits"/"split_durations": a {train, val, test} mapping of counts/seconds
+    fmt: Literal["num", "int", "params", "duration", "text", "splits",
+                 "split_durations"] = "num"
     #: a table column even when no run has a value
     always: bool = False
 
@@ -57,6 +59,10 @@ SUMMARY_FIELDS: tuple[SummaryField, ...] = (
     SummaryField("log_spectral_distance_db", "log-spectral dist. (dB)", sample=True),
     SummaryField("frame_correlation", "frame corr.", sample=True),
     SummaryField("frame_rate_energy_fraction", "energy at frame rate", sample=True),
+    # the data per split (AudioDataModule.split_summary): examples, files, seconds
+    SummaryField("examples", "examples train/val/test", fmt="splits"),
+    SummaryField("files", "files train/val/test", fmt="splits"),
+    SummaryField("seconds", "audio train/val/test", fmt="split_durations"),
     SummaryField("epochs", "epochs", fmt="int", always=True),
     SummaryField("train_seconds", "train time", fmt="duration", always=True),
     # the device(s) the run was given (hydra/launcher=gpus pins each job; SLURM sets it too)

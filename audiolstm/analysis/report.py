@@ -206,6 +206,11 @@ def _format(fmt: str, v: float | str | None) -> str:
         return _duration(v)
     if fmt == "int":
         return "" if v is None else str(int(v))
+    if fmt in ("splits", "split_durations"):  # {train, val, test}
+        if not isinstance(v, dict):
+            return ""
+        one = _duration if fmt == "split_durations" else (lambda x: "" if x is None else str(x))
+        return " / ".join(one(v.get(s)) for s in ("train", "val", "test"))
     return _num(v)
 
 
@@ -237,7 +242,8 @@ def _cells(r: Run, cols: list[tuple[str, str]] | None = None) -> list[str]:
             out.append(_num(r.val_loss))
         else:
             fmt = _FORMAT.get(key, "num")
-            out.append(_format(fmt, r.summary.get(key) if fmt == "text" else r.get(key)))
+            raw = fmt in ("text", "splits", "split_durations")
+            out.append(_format(fmt, r.summary.get(key) if raw else r.get(key)))
     return out
 
 

@@ -154,6 +154,11 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     user can fix (missing, empty, not audio, truncated, NaN/Inf) is one `UserError`
     line starting with the path, raised before anything is returned or cached.
     """
+    return decode_audio(path, sample_rate)[0]
+
+
+def decode_audio(path: str | Path, sample_rate: int) -> tuple[np.ndarray, dict]:
+    """`load_audio` plus what the file was: `{"rate", "channels", "frames", "format"}`."""
     if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     p = Path(path)
@@ -172,6 +177,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise UserError(f"{p}: not a readable audio file (libsndfile: {reason})") from None
     with f:
         sr_in = f.samplerate
+        info = {"rate": int(sr_in), "channels": int(f.channels), "format": str(f.format)}
         if promised is not None and promised > f.frames:
             raise UserError(
                 f"{p}: truncated: header promises {promised} frames but the file holds {f.frames}"
@@ -181,6 +187,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
             hint = " (the Ogg stream ends without its end page: truncated?)" if ogg_cut else ""
             raise UserError(f"{p}: contains no audio samples{hint}")
         x = _decode_mono(p, f)
+    info["frames"] = int(len(x))
     if ogg_cut:
         log.warning(
             "%s: Ogg stream ends without its end page (truncated?); using its %d frames", p, len(x)
@@ -196,14 +203,19 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     del bad
     if sr_in != sample_rate:
         x = soxr.resample(x, sr_in, int(sample_rate), quality="HQ")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32), info
 
 
-def list_audio_files(directory: str | Path) -> list[Path]:
-    """Audio files directly in `directory` (extension, case-insensitive), sorted by name.
+def _is_hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
 
-    Hidden files are skipped: macOS leaves `._name.wav` resource forks next to real
-    audio on shared drives, and they do not decode.
+
+def list_audio_files(directory: str | Path, recursive: bool = False) -> list[Path]:
+    """Audio files in `directory` (extension, case-insensitive), sorted by relative path.
+
+    With `recursive`, subfolders are searched too (symlinked folders are not followed).
+    Hidden files and folders are skipped: macOS leaves `._name.wav` resource forks next
+    to real audio on shared drives, and they do not decode.
     """
     d = Path(directory)
     if not d.exists():
@@ -211,21 +223,24 @@ def list_audio_files(directory: str | Path) -> list[Path]:
     if not d.is_dir():
         raise UserError(f"{d}: not a folder (data.source=folder expects a directory of audio)")
     try:
-        entries = list(d.iterdir())
+        entries = list(d.rglob("*") if recursive else d.iterdir())
     except OSError as e:
         raise UserError(f"{d}: cannot list folder ({e.strerror or e})") from None
     files = sorted(
         (
             e
             for e in entries
-            if e.suffix.lower() in AUDIO_EXTENSIONS and not e.name.startswith(".") and e.is_file()
+            if e.suffix.lower() in AUDIO_EXTENSIONS
+            and not _is_hidden(e.relative_to(d))
+            and e.is_file()
         ),
-        key=lambda e: e.name,
+        key=lambda e: e.relative_to(d).as_posix(),
     )
     if not files:
+        where = "subfolders included" if recursive else (
+            "subfolders are not searched; data.recursive=true searches them")
         raise UserError(
-            f"{d}: no audio files (looked for {', '.join(AUDIO_EXTENSIONS)}; subfolders are "
-            "not searched)"
+            f"{d}: no audio files (looked for {', '.join(AUDIO_EXTENSIONS)}; {where})"
         )
     return files
 

@@ -79,6 +79,86 @@ def _load_cached(npy: Path, side: Path, key_json: Any) -> tuple[np.ndarray, dict
         return None
 
 
+def lookup(key: dict, cache_dir: str | Path) -> tuple[np.ndarray, dict] | None:
+    """The memory-mapped entry for `key` if a complete, matching one exists, else None."""
+    npy, side, key_json = _cache_paths(key, Path(cache_dir))
+    return _load_cached(npy, side, key_json)
+
+
+def peek(key: dict, cache_dir: str | Path) -> dict | None:
+    """The sidecar record of a complete entry for `key` (nothing is mapped), else None.
+
+    Cheap enough to ask for every file of a large corpus: one small JSON read and a
+    stat. The array itself is checked when it is read.
+    """
+    npy, side, key_json = _cache_paths(key, Path(cache_dir))
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+        n = int(record["num_samples"])
+        size = npy.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key_json:
+        return None
+    if not n * 4 < size <= n * 4 + 4096:  # .npy header + float32 data
+        return None
+    record["npy"] = str(npy)
+    return record
+
+
+def store(
+    key: dict, signal: np.ndarray, meta: dict, cache_dir: str | Path, map_result: bool = True
+) -> tuple[np.ndarray | None, dict]:
+    """Write `signal` (non-empty 1-D float32) and `meta` as the entry for `key`, atomically.
+
+    Returns the memory-mapped array (None when `map_result` is false) and the meta as
+    stored. Writes go .npy then .json, each atomic, so a present sidecar means a
+    complete array; several processes may store the same entry at once safely.
+    """
+    cache = Path(cache_dir)
+    npy, side, key_json = _cache_paths(key, cache)
+    arr = np.ascontiguousarray(signal, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"build() must return a non-empty 1-D signal, got shape {arr.shape}")
+
+    def write(fh) -> None:
+        np.save(fh, arr, allow_pickle=False)
+
+    return _commit(npy, side, key_json, int(arr.shape[0]), meta, write, map_result)
+
+
+def _commit(npy: Path, side: Path, key_json: Any, n: int, meta: dict,
+            write: Callable[[Any], None], map_result: bool) -> tuple[np.ndarray | None, dict]:
+    """Temp .npy (fsync) -> map -> rename; then the sidecar, atomic. Shared by all writers."""
+    meta_json = json.loads(_canonical(meta))  # fail on unserialisable meta before writing
+    record = {
+        "cache_version": CACHE_VERSION,
+        "key": key_json,
+        "num_samples": n,
+        "dtype": "float32",
+        "meta": meta_json,
+    }
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(npy)
+    tmp = temp_sibling(npy)
+    mapped = None
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # Map the temp before the rename: the mapping follows the inode, so it stays
+        # valid even if another rank replaces the entry a moment later.
+        if map_result:
+            mapped = np.load(tmp, mmap_mode="r", allow_pickle=False)
+        os.replace(tmp, npy)
+    finally:
+        tmp.unlink(missing_ok=True)
+    atomic_write(side, lambda fh: fh.write(json.dumps(record, indent=1).encode("utf-8")))
+    fsync_dir(npy.parent)
+    return mapped, meta_json
+
+
 def cached_signal(
     key: dict,
     build: Callable[[], tuple[np.ndarray, dict]],
@@ -91,38 +171,89 @@ def cached_signal(
     calling `build`. Writes go .npy then .json, each atomic, so a present sidecar
     means a complete array; several processes may build at once safely.
     """
-    cache = Path(cache_dir)
-    npy, side, key_json = _cache_paths(key, cache)
-    hit = _load_cached(npy, side, key_json)
+    hit = lookup(key, cache_dir)
     if hit is not None:
         return hit
-
     signal, meta = build()
-    arr = np.ascontiguousarray(signal, dtype=np.float32)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"build() must return a non-empty 1-D signal, got shape {arr.shape}")
-    meta_json = json.loads(_canonical(meta))  # fail on unserialisable meta before writing
-    record = {
-        "cache_version": CACHE_VERSION,
-        "key": key_json,
-        "num_samples": int(arr.shape[0]),
-        "dtype": "float32",
-        "meta": meta_json,
-    }
-    cache.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(npy)
-    tmp = temp_sibling(npy)
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # Map the temp before the rename: the mapping follows the inode, so it stays
-        # valid even if another rank replaces the entry a moment later.
-        mapped = np.load(tmp, mmap_mode="r", allow_pickle=False)
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)
-    atomic_write(side, lambda fh: fh.write(json.dumps(record, indent=1).encode("utf-8")))
-    fsync_dir(cache)
+    mapped, meta_json = store(key, signal, meta, cache_dir)
+    assert mapped is not None
+    return mapped, meta_json
+
+
+# --------------------------------------------------------------------------- corpora
+
+_COPY_CHUNK = 1 << 22  # bytes per copy when the kernel cannot copy file to file
+
+
+def _npy_data(path: Path, fh, n: int) -> None:
+    """Position `fh` at the data of a float32 (n,) .npy, checking its header."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    if shape != (n,) or fortran or dtype != np.dtype("<f4"):
+        raise ValueError(f"{path}: holds {dtype} {shape}, expected float32 ({n},)")
+
+
+def _copy_bytes(src, dst, nbytes: int, buf: bytearray) -> None:
+    """Copy `nbytes` from src's position to dst's: in the kernel where it can, else chunks.
+
+    Both are buffered file objects: the kernel copy uses explicit offsets (their buffers
+    are ahead of or behind the descriptors), then both are seeked past what was copied.
+    """
+    dst.flush()
+    src_pos, dst_pos = src.tell(), dst.tell()
+    left = nbytes
+    if hasattr(os, "copy_file_range"):
+        try:
+            while left > 0:
+                done = os.copy_file_range(src.fileno(), dst.fileno(), min(left, 1 << 30),
+                                          src_pos, dst_pos)
+                if done == 0:
+                    break
+                left -= done
+                src_pos += done
+                dst_pos += done
+        except OSError:  # another filesystem, an old kernel: copy through user space
+            pass
+        src.seek(src_pos)
+        dst.seek(dst_pos)
+    view = memoryview(buf)
+    while left > 0:
+        got = src.readinto(view[: min(left, len(buf))])
+        if not got:
+            raise ValueError(f"{src.name}: ends {left} bytes early")
+        dst.write(view[:got])
+        left -= got
+
+
+def assemble(
+    key: dict, parts: list[tuple[str, int]], meta: dict, cache_dir: str | Path
+) -> tuple[np.ndarray, dict]:
+    """Concatenate cached `.npy` parts `[(path, num_samples), ...]` into one entry for `key`.
+
+    Streaming: each part is copied file to file (`copy_file_range`, else 4 MiB chunks),
+    so memory stays a buffer whatever the corpus size. Atomic like every entry; returns
+    the memory-mapped result.
+    """
+    cache = Path(cache_dir)
+    npy, side, key_json = _cache_paths(key, cache)
+    total = sum(n for _, n in parts)
+    if total <= 0:
+        raise ValueError("assemble() needs at least one non-empty part")
+
+    def write(out) -> None:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (total,)}
+        np.lib.format.write_array_header_1_0(out, header)
+        out.flush()
+        buf = bytearray(_COPY_CHUNK)
+        for path, n in parts:
+            with open(path, "rb") as src:
+                _npy_data(Path(path), src, n)
+                _copy_bytes(src, out, 4 * n, buf)
+        out.flush()
+
+    mapped, meta_json = _commit(npy, side, key_json, total, meta, write, True)
+    assert mapped is not None
     return mapped, meta_json

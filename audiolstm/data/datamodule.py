@@ -1,15 +1,19 @@
 """`AudioDataModule`: load/cache -> split -> fit normaliser -> windows -> loaders.
 
-The signal is memory-mapped from the cache, so every DDP rank and loader
-worker shares one copy. Splits are contiguous views; datasets are built
-lazily in the `*_dataloader` methods so a state restored from a checkpoint
-(`load_state_dict`, called by Lightning after `setup`) is what they use.
+The corpus (one file or many) is memory-mapped from the cache, so every DDP rank and
+loader worker shares one copy. A split is a list of pieces, each inside one file
+(`splits.SplitPlan`); the windows datasets are views over the one signal restricted to
+those pieces, so no example spans two files. Datasets are built lazily in the
+`*_dataloader` methods so a state restored from a checkpoint (`load_state_dict`,
+called by Lightning after `setup`) is what they use.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,14 +21,55 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from audiolstm.atomic import write_json
 from audiolstm.data.normalize import Normalizer, fit_normalizer
 from audiolstm.data.representation import Representation
 from audiolstm.data.settings import data_config
-from audiolstm.data.sources import source_signal
-from audiolstm.data.splits import split_bounds
+from audiolstm.data.sources import Corpus, corpus_from_config
+from audiolstm.data.splits import (
+    SPLITS,
+    FileRow,
+    Piece,
+    SplitPlan,
+    assign_files,
+    split_by_file,
+    split_by_time,
+)
 from audiolstm.data.state import DataState
-from audiolstm.data.windows import ShuffleSampler, WindowDataset, WindowSpec, identity_collate
+from audiolstm.data.windows import (
+    DeferredLoader,
+    RandomStartSampler,
+    ShuffleSampler,
+    WindowDataset,
+    WindowSpec,
+    identity_collate,
+)
 from audiolstm.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class _Frames:
+    """Non-overlapping `x_len` frames of several pieces as one read-only [N, x_len] array-like.
+
+    Slicing rows gathers only those rows (what `Representation.fit` streams), so the
+    training split is never copied whole.
+    """
+
+    def __init__(self, pieces: list[np.ndarray], x_len: int) -> None:
+        self.views = [p[: p.shape[0] // x_len * x_len].reshape(-1, x_len)
+                      for p in pieces if p.shape[0] >= x_len]
+        self._starts = np.cumsum([0] + [v.shape[0] for v in self.views])
+        self.ndim, self.shape = 2, (int(self._starts[-1]), x_len)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        a, b, _ = rows.indices(self.shape[0])
+        out = []
+        for v, s in zip(self.views, self._starts[:-1].tolist(), strict=True):
+            lo, hi = max(a - s, 0), min(b - s, v.shape[0])
+            if lo < hi:
+                out.append(v[lo:hi])
+        return np.concatenate(out) if out else np.empty((0, self.shape[1]), np.float32)
 
 
 class ShardSampler(Sampler[int]):
@@ -45,9 +90,16 @@ class ShardSampler(Sampler[int]):
 
 
 class AudioDataModule(pl.LightningDataModule):
-    """Train/val/test loaders of overlapping windows over one audio signal.
+    """Train/val/test loaders of overlapping windows over one audio corpus.
 
     Args mirror the `data`, `norm` and `repr` config nodes (plain mappings).
+
+    After `setup()`: `corpus` (the files and the memory-mapped signal), `plan` (the
+    `SplitPlan`: which piece of which file is in which split), `pieces[split]` (views
+    of those pieces), `files` (the per-file table, `FileRow`s, also in
+    `data_state().meta["corpus"]` and the run's splits.json) and `splits[split]`: ONE
+    contiguous piece per split (the whole split for one file; for a corpus its longest
+    piece, never across a file boundary): what seeds are drawn from.
     """
 
     def __init__(
@@ -68,6 +120,9 @@ class AudioDataModule(pl.LightningDataModule):
             x_len=d["x_len"], seq_len=d["seq_len"], window_shift=d["window_shift"],
             hop=d.get("hop"), offsets=tuple(d.get("offsets") or (0,)),
         )
+        # random-crop epochs: every start position of the training pieces
+        self.crop_spec = WindowSpec(x_len=d["x_len"], seq_len=d["seq_len"], window_shift=1,
+                                    hop=d.get("hop"))
         self.eval_spec = WindowSpec(
             x_len=d["x_len"], seq_len=d["seq_len"],
             window_shift=d.get("eval_window_shift") or d["window_shift"],
@@ -80,6 +135,11 @@ class AudioDataModule(pl.LightningDataModule):
         self.signal: np.ndarray | None = None
         self.meta: dict[str, Any] = {}
         self.splits: dict[str, np.ndarray] = {}
+        self.corpus: Corpus | None = None
+        self.plan: SplitPlan | None = None
+        self.pieces: dict[str, list[np.ndarray]] = {}
+        self.files: list[FileRow] = []
+        self._recorded: dict[str, Any] = {}  # a checkpoint's split record (from_data_state)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -91,14 +151,19 @@ class AudioDataModule(pl.LightningDataModule):
     def sample_rate(self) -> int:
         return int(self.data_cfg["sample_rate"])
 
+    @property
+    def random_crops(self) -> bool:
+        """Training epochs are `data.train_examples_per_epoch` random crops."""
+        return bool(self.data_cfg.get("train_examples_per_epoch"))
+
+    def spec_for(self, split: str) -> WindowSpec:
+        if split == "train":
+            return self.crop_spec if self.random_crops else self.spec
+        return self.eval_spec
+
     # ------------------------------------------------------------------ lifecycle
-    def _load(self) -> tuple[np.ndarray, dict[str, Any]]:
-        d = self.data_cfg
-        return source_signal(
-            source=d["source"], path=d.get("path"), sample_rate=d["sample_rate"],
-            cache_dir=d["cache_dir"], synth_seconds=d["synth_seconds"],
-            synth_seed=d["synth_seed"],
-        )
+    def _load(self) -> Corpus:
+        return corpus_from_config(self.data_cfg)
 
     def prepare_data(self) -> None:
         """Decode/resample once into the cache (rank 0 only under DDP)."""
@@ -107,60 +172,211 @@ class AudioDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.signal is not None:
             return
-        signal, meta = self._load()
-        bounds = split_bounds(len(signal), list(self.data_cfg["splits"]))
-        self.signal, self.meta = signal, meta
-        self.splits = {name: signal[a:b] for name, (a, b) in bounds.items()}
+        corpus = self._load()
+        plan = self._plan(corpus)
+        signal = corpus.signal
+        self.corpus, self.plan, self.signal = corpus, plan, signal
+        self.pieces = {s: [signal[p.start : p.end] for p in plan.pieces[s]] for s in SPLITS}
+        self.splits = {s: self._longest(s)[0] for s in SPLITS}
         self._check_lengths()
+        count = self._count
+        self.files = plan.file_table(self.sample_rate, count)
+        self.meta = {k: v for k, v in corpus.meta.items() if k != "files"}
+        self.meta["corpus"] = plan.to_dict(self.sample_rate, count)
+        self._report_short_files()
         if self.normalizer is None:  # not restored from a checkpoint
             self.normalizer = fit_normalizer(
                 self.norm_cfg.get("scheme", "std"),
-                self.splits["train"],
-                {k: v for k, v in self.splits.items() if k != "train"},
+                self.pieces["train"],
+                {k: v for k, v in self.pieces.items() if k != "train"},
             )
         if self.representation.standardize and not self.representation.fitted:
-            # all non-overlapping training frames, streamed (a view, no copy)
-            train, x_len = self.splits["train"], self.data_cfg["x_len"]
-            frames = train[: len(train) // x_len * x_len].reshape(-1, x_len)
+            # all non-overlapping training frames of every piece, streamed (views, no copy)
+            frames = _Frames(self.pieces["train"], self.data_cfg["x_len"])
             self.representation.fit(frames, *self.normalizer.affine("train"))
+
+    def _count(self, split: str, n_samples: int) -> int:
+        return self.spec_for(split).count(n_samples)
+
+    def _longest(self, split: str) -> tuple[np.ndarray, Piece]:
+        assert self.plan is not None and self.signal is not None
+        pieces = self.plan.pieces[split]
+        best = max(pieces, key=lambda p: p.length) if pieces else Piece(0, 0, 0)
+        return self.signal[best.start : best.end], best
+
+    def seed_signal(self, split: str) -> tuple[np.ndarray, str]:
+        """A contiguous piece of `split` to draw a generation seed from, and its file name.
+
+        The split's longest piece: inside one file, so a seed never spans a boundary.
+        """
+        if self.plan is None:
+            self.setup()
+        view, piece = self._longest(split)
+        assert self.corpus is not None
+        return view, self.corpus.files[piece.file].name if self.corpus.files else ""
+
+    def _plan(self, corpus: Corpus) -> SplitPlan:
+        d = self.data_cfg
+        ratios = tuple(float(r) for r in d["splits"])
+        bounds = [(f.start, f.end) for f in corpus.files]
+        files = tuple((f.name, f.path, f.start, f.end, f.rate, f.channels) for f in corpus.files)
+        skipped = tuple({"name": s.name, "path": s.path, "reason": s.reason}
+                        for s in corpus.skipped)
+        listed_column = any(s is not None for s in corpus.listed_splits)
+        if d["split_by"] == "time":
+            if listed_column:
+                raise UserError(f"{corpus.origin}: the manifest assigns files to splits (its "
+                                "split column); set data.split_by=file to use it")
+            return SplitPlan("time", ratios, files, split_by_time(bounds, ratios),
+                             skipped=skipped)
+        n = len(corpus.files)
+        if n < len(SPLITS):
+            raise UserError(f"{corpus.origin}: data.split_by=file needs at least {len(SPLITS)} "
+                            f"files (one per split: {', '.join(SPLITS)}); it has {n}")
+        recorded = {r["name"]: r["split"] for r in self._recorded.get("files", [])
+                    if self._recorded.get("split_by") == "file"}
+        if recorded:  # restored from a checkpoint: its files keep their splits
+            assignment = [recorded.get(f.name, "train") for f in corpus.files]
+            listed = bool(self._recorded.get("listed"))
+            new = [f.name for f in corpus.files if f.name not in recorded]
+            if new:
+                log.warning("%d files were not in the checkpoint's corpus (first: %s); "
+                            "they count as train", len(new), new[0])
+        elif any((d.get("file_splits") or {}).values()):
+            assignment, listed = self._listed_assignment(corpus, d["file_splits"]), True
+        elif listed_column:
+            assignment, listed = [str(s) for s in corpus.listed_splits], True
+        else:
+            durations = [f.num_samples for f in corpus.files]
+            assignment, listed = assign_files(durations, ratios, int(d["split_seed"])), False
+        for s in SPLITS:
+            if s not in assignment:
+                raise UserError(f"{corpus.origin}: no file is assigned to the {s} split "
+                                "(data.split_by=file with listed splits)")
+        return SplitPlan("file", ratios, files, split_by_file(bounds, assignment),
+                         seed=None if listed else int(d["split_seed"]), listed=listed,
+                         skipped=skipped)
+
+    @staticmethod
+    def _listed_assignment(corpus: Corpus, file_splits: Mapping[str, Any]) -> list[str]:
+        """data.file_splits {split: [names]} -> a split per file (unlisted: train)."""
+        index: dict[str, int] = {}
+        for i, f in enumerate(corpus.files):
+            for alias in (f.name, f.path, Path(f.name).name):
+                index.setdefault(alias, i)
+        out = ["train"] * len(corpus.files)
+        seen: dict[int, str] = {}
+        for split, names in file_splits.items():
+            for name in names:
+                i = index.get(str(name), index.get(str(Path(str(name)).expanduser().resolve())))
+                if i is None:
+                    raise UserError(f"data.file_splits.{split}: {name} is not a file of "
+                                    f"{corpus.origin}")
+                if i in seen and seen[i] != split:
+                    raise UserError(f"data.file_splits: {name} is listed in both {seen[i]} "
+                                    f"and {split}")
+                seen[i] = split
+                out[i] = split
+        return out
 
     def _check_lengths(self) -> None:
         """Every split must hold at least one example: say what duration would."""
-        d, sr = self.data_cfg, self.sample_rate
-        for name, spec in (("train", self.spec), ("val", self.eval_spec), ("test", self.eval_spec)):
-            if spec.count(len(self.splits[name])) > 0:
+        assert self.plan is not None and self.corpus is not None
+        d, sr, plan = self.data_cfg, self.sample_rate, self.plan
+        for name in SPLITS:
+            spec = self.spec_for(name)
+            pieces = plan.pieces[name]
+            if any(spec.count(p.length) > 0 for p in pieces):
                 continue
             ratios = list(d["splits"])
-            need_total = max(
-                math.ceil(s.min_samples / r)
-                for s, r in zip((self.spec, self.eval_spec, self.eval_spec), ratios, strict=True)
-            )
-            total = len(self.signal)
+            one = (f"one example spans {spec.min_samples / sr:.3f} s at data.x_len={d['x_len']}, "
+                   f"data.seq_len={d['seq_len']}, hop={spec.step}")
+            longest = max((p.length for p in pieces), default=0) / sr
+            if plan.split_by == "file":
+                raise UserError(
+                    f"{self._source_name()}: no example in the {name} split ({len(pieces)} "
+                    f"files, the longest {longest:.2f} s); {one}, so the {name} split needs "
+                    f"a file of at least {spec.min_samples / sr:.3f} s"
+                )
+            specs = [self.spec_for(s) for s in SPLITS]
+            need_total = max(math.ceil(s.min_samples / r)
+                             for s, r in zip(specs, ratios, strict=True))
+            if len(self.corpus.files) == 1:
+                total = len(self.signal)
+                raise UserError(
+                    f"{self._source_name()}: {total / sr:.2f} s of audio gives no example in "
+                    f"the {name} split ({len(self.splits[name]) / sr:.2f} s); {one}, so "
+                    f"data.splits={ratios} needs at least {need_total / sr:.2f} s of audio"
+                )
             raise UserError(
-                f"{self._source_name()}: {total / sr:.2f} s of audio gives no example in the "
-                f"{name} split ({len(self.splits[name]) / sr:.2f} s); one example spans "
-                f"{spec.min_samples / sr:.3f} s at data.x_len={d['x_len']}, "
-                f"data.seq_len={d['seq_len']}, hop={spec.step}, so data.splits={ratios} "
-                f"needs at least {need_total / sr:.2f} s of audio"
+                f"{self._source_name()}: no example in the {name} split: its {len(pieces)} "
+                f"file pieces are at most {longest:.2f} s; {one}, so with data.split_by=time "
+                f"and data.splits={ratios} at least one file must last {need_total / sr:.2f} s "
+                "(or use data.split_by=file)"
             )
+
+    def _report_short_files(self) -> None:
+        """Log the files that give no example in a split (they are in splits.json too)."""
+        sr = self.sample_rate
+        for split in SPLITS:
+            short = [r.name for r in self.files if split in r.ranges and r.examples[split] == 0]
+            if short and len(self.files) > 1:
+                shown = ", ".join(short[:10]) + (f", ... ({len(short) - 10} more)"
+                                                 if len(short) > 10 else "")
+                log.warning("%d of %d files give no %s example (their piece is shorter than "
+                            "one example, %.3f s): %s", len(short), len(self.files), split,
+                            self.spec_for(split).min_samples / sr, shown)
 
     def _source_name(self) -> str:
         d = self.data_cfg
         return str(d.get("path")) if d["source"] != "synthetic" else "data=synthetic"
 
+    # ------------------------------------------------------------------ records
+    def split_summary(self) -> dict[str, Any]:
+        """What summary.json records about the data: examples, files and seconds per split.
+
+        `examples[train]` counts the training windows (under random-crop epochs: every
+        valid start, of which each epoch draws `train_examples_per_epoch`).
+        """
+        if self.plan is None:
+            self.setup()
+        assert self.plan is not None
+        sr, plan = self.sample_rate, self.plan
+        return {
+            "examples": {s: sum(self._count(s, p.length) for p in plan.pieces[s])
+                         for s in SPLITS},
+            "files": {s: plan.file_count(s) for s in SPLITS},
+            "seconds": {s: plan.samples(s) / sr for s in SPLITS},
+            "split_by": plan.split_by,
+            "train_examples_per_epoch": self.data_cfg.get("train_examples_per_epoch"),
+            "skipped_files": [dict(s) for s in plan.skipped],
+        }
+
+    def write_splits(self, run_dir: str | Path) -> Path:
+        """splits.json in the run dir: which files and which seconds are in each split."""
+        if self.plan is None:
+            self.setup()
+        return write_json(Path(run_dir) / "splits.json", self.meta["corpus"])
+
     # ------------------------------------------------------------------ datasets
     def dataset(self, split: str) -> WindowDataset:
-        """A windows dataset over one split, normalised with that split's affine map."""
-        if self.normalizer is None:
+        """A windows dataset over one split's pieces, normalised with that split's affine map.
+
+        Under random-crop epochs the training dataset has every start position
+        (window_shift 1); its sampler draws the epoch's examples from it.
+        """
+        if self.plan is None or self.normalizer is None:
             self.setup()
+        assert self.plan is not None and self.normalizer is not None
         shift, scale = self.normalizer.affine(split)
         return WindowDataset(
-            self.splits[split],
-            self.spec if split == "train" else self.eval_spec,
+            self.signal,
+            self.spec_for(split),
             shift=shift,
             scale=scale,
             transform=self._transform(),
             reuse_buffers=split == "train" and self.data_cfg["num_workers"] == 0,
+            segments=[(p.start, p.end) for p in self.plan.pieces[split]],
         )
 
     def _loader(self, split: str) -> DataLoader:
@@ -175,9 +391,17 @@ class AudioDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
-        sampler = (ShuffleSampler(len(ds), self.seed, world, rank) if split == "train"
-                   else ShardSampler(len(ds), world, rank))
-        return DataLoader(
+        sampler: Sampler[int]
+        if split != "train":
+            sampler = ShardSampler(len(ds), world, rank)
+        elif self.random_crops:
+            sampler = RandomStartSampler(len(ds), int(d["train_examples_per_epoch"]), self.seed,
+                                         world, rank)
+        else:
+            sampler = ShuffleSampler(len(ds), self.seed, world, rank)
+        # Deferred: the sampler draws at the first batch, after Lightning's set_epoch, so
+        # a resumed run gets its epoch's order with any number of workers.
+        return DeferredLoader(
             ds,
             batch_size=d["batch_size"],
             sampler=sampler,
@@ -203,13 +427,15 @@ class AudioDataModule(pl.LightningDataModule):
         Normalised and encoded as the model sees them; frames are `step` apart and the
         pairs are evenly thinned to `max_pairs`. What the ridge baseline is fitted on.
         """
-        if self.normalizer is None:
+        if self.plan is None or self.normalizer is None:
             self.setup()
+        assert self.plan is not None and self.normalizer is not None
         spec = WindowSpec(x_len=self.spec.x_len, seq_len=1, window_shift=self.spec.step,
                           hop=self.spec.step)
         shift, scale = self.normalizer.affine("train")
-        ds = WindowDataset(self.splits["train"], spec, shift=shift, scale=scale,
-                           transform=self._transform())
+        ds = WindowDataset(self.signal, spec, shift=shift, scale=scale,
+                           transform=self._transform(),
+                           segments=[(p.start, p.end) for p in self.plan.pieces["train"]])
         n = len(ds)
         if n == 0:
             return
@@ -238,6 +464,7 @@ class AudioDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any] | DataState) -> None:
         ds = state if isinstance(state, DataState) else DataState.from_dict(state)
+        self._recorded = dict(ds.meta.get("corpus") or {})
         if ds.normalizer_state is not None:
             self.normalizer = ds.normalizer()
         if ds.representation_state is not None:

@@ -13,7 +13,8 @@ Every scheme is an affine map ``y = (x - shift) / scale`` whose inverse
 - ``none``: identity.
 
 Statistics are computed in float64 by streaming chunks, so a memory-mapped 3-hour
-signal is never copied whole.
+signal is never copied whole. A split may be one array or a list of pieces (a corpus
+split: one piece per file), whose statistics are those of their concatenation.
 """
 
 from __future__ import annotations
@@ -76,28 +77,42 @@ class Normalizer:
         )
 
 
-def _chunks(x: np.ndarray, chunk: int):
-    for i in range(0, x.shape[0], chunk):
-        yield x[i : i + chunk]
+def _pieces(x: Any) -> list[np.ndarray]:
+    """A split as a list of 1-D pieces (views: nothing is copied)."""
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(p).reshape(-1) for p in x]
+    return [np.asarray(x).reshape(-1)]
 
 
-def _moments(x: np.ndarray, chunk: int) -> tuple[float, float, float]:
+def _length(x: list[np.ndarray]) -> int:
+    return sum(p.shape[0] for p in x)
+
+
+def _chunks(x: list[np.ndarray], chunk: int):
+    for piece in x:
+        for i in range(0, piece.shape[0], chunk):
+            yield piece[i : i + chunk]
+
+
+def _moments(x: list[np.ndarray], chunk: int) -> tuple[float, float, float]:
     """(mean, min, max) in one streamed pass, mean accumulated in float64."""
     total, lo, hi = 0.0, np.inf, -np.inf
     for c in _chunks(x, chunk):
+        if c.shape[0] == 0:
+            continue
         total += float(np.sum(c, dtype=np.float64))
         lo = min(lo, float(c.min()))
         hi = max(hi, float(c.max()))
-    return total / x.shape[0], lo, hi
+    return total / _length(x), lo, hi
 
 
-def _std(x: np.ndarray, mean: float, chunk: int) -> float:
+def _std(x: list[np.ndarray], mean: float, chunk: int) -> float:
     """Population std, two-pass (no E[x^2] - E[x]^2 cancellation)."""
     ss = 0.0
     for c in _chunks(x, chunk):
         d = c.astype(np.float64) - mean
         ss += float(np.dot(d, d))
-    return float(np.sqrt(ss / x.shape[0]))
+    return float(np.sqrt(ss / _length(x)))
 
 
 def from_statistics(
@@ -145,13 +160,16 @@ def from_statistics(
 
 def fit_normalizer(
     scheme: str,
-    train: np.ndarray,
-    others: Mapping[str, np.ndarray] | None = None,
+    train: np.ndarray | list[np.ndarray],
+    others: Mapping[str, np.ndarray | list[np.ndarray]] | None = None,
     chunk: int = CHUNK,
 ) -> Normalizer:
-    """Fit `scheme` on `train`; `others` (val/test) are read only by ``minmax_union``."""
-    train = np.asarray(train).reshape(-1)
-    n = int(train.shape[0])
+    """Fit `scheme` on `train`; `others` (val/test) are read only by ``minmax_union``.
+
+    Each split is an array or a list of pieces (statistics of their concatenation).
+    """
+    train = _pieces(train)
+    n = _length(train)
     if scheme not in SCHEMES or n == 0 or scheme == "none":  # its error, or the identity
         return from_statistics(scheme, n, 0.0, 0.0, 0.0)
     mean, lo, hi = _moments(train, chunk)
@@ -159,6 +177,6 @@ def fit_normalizer(
     extremes: dict[str, tuple[float, float] | None] = {}
     if scheme == "minmax_union":
         for name, x in (others or {}).items():
-            x = np.asarray(x).reshape(-1)
-            extremes[name] = _moments(x, chunk)[1:] if x.shape[0] else None
+            pieces = _pieces(x)
+            extremes[name] = _moments(pieces, chunk)[1:] if _length(pieces) else None
     return from_statistics(scheme, n, mean, lo, hi, std, extremes)

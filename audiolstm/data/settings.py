@@ -15,7 +15,8 @@ from typing import Any
 
 from audiolstm.data.normalize import SCHEMES
 from audiolstm.data.representation import KINDS
-from audiolstm.data.sources import SOURCES
+from audiolstm.data.sources import BAD_FILE_POLICIES, SOURCES
+from audiolstm.data.splits import SPLIT_BY, SPLITS
 from audiolstm.errors import UserError, one_of, positive_int
 
 
@@ -25,16 +26,33 @@ class DataConfig:
 
     source: str = "synthetic"
     path: str | None = None
+    # data=folder: search subfolders too
+    recursive: bool = False
     sample_rate: int = 16000
     synth_seconds: float = 600.0
     synth_seed: int = 0
     splits: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    # time: every file cut contiguously by `splits`; file: whole files to splits (held out)
+    split_by: str = "time"
+    # split_by=file: the seed of the assignment (independent of the training seed)
+    split_seed: int = 0
+    # split_by=file: files listed per split, e.g. data.file_splits.test=[a.wav,b.wav]
+    # data.file_splits.val=[c.wav]; the files not listed go to train
+    file_splits: dict[str, list[str]] = field(
+        default_factory=lambda: {"train": [], "val": [], "test": []})
+    # a file that does not decode: error (one line, exit 2) or skip (warn, record)
+    on_bad_file: str = "error"
+    # processes decoding a corpus (null: min(4, CPU count))
+    decode_workers: int | None = None
     x_len: int = 2000
     seq_len: int = 40
     hop: int | None = None
     window_shift: int = 8000
     offsets: list[int] = field(default_factory=lambda: [0])
     eval_window_shift: int | None = None
+    # random-crop epochs: each training epoch is this many examples drawn uniformly from
+    # every valid start (any sample, never across a file boundary); null: the windows
+    train_examples_per_epoch: int | None = None
     batch_size: int = 100
     num_workers: int = 0
     pin_memory: bool | None = None
@@ -55,9 +73,26 @@ class ReprConfig:
 def validate_data(data: Any, key: str = "data") -> None:
     """Semantic checks of the data node; raises UserError naming the field."""
     one_of(data.source, SOURCES, f"{key}.source")
-    if data.source in ("wav", "folder") and not data.path:
-        what = "an audio file" if data.source == "wav" else "a folder of audio files"
-        raise UserError(f"{key}.path is required with {key}.source={data.source} ({what})")
+    if data.source in ("wav", "folder", "manifest") and not data.path:
+        what = {"wav": "an audio file", "folder": "a folder of audio files",
+                "manifest": "a list of audio files, one per line, or a CSV path[,split]"}
+        raise UserError(f"{key}.path is required with {key}.source={data.source} "
+                        f"({what[data.source]})")
+    one_of(data.split_by, SPLIT_BY, f"{key}.split_by")
+    one_of(data.on_bad_file, BAD_FILE_POLICIES, f"{key}.on_bad_file")
+    positive_int(data.decode_workers, f"{key}.decode_workers", allow_none=True)
+    positive_int(data.train_examples_per_epoch, f"{key}.train_examples_per_epoch",
+                 allow_none=True)
+    if data.file_splits and any(data.file_splits.values()):
+        if data.split_by != "file":
+            raise UserError(f"{key}.file_splits lists files per split: it needs "
+                            f"{key}.split_by=file (it is {data.split_by})")
+        for name, files in dict(data.file_splits).items():
+            if name not in SPLITS:
+                raise UserError(f"{key}.file_splits.{name}: not a split "
+                                f"({', '.join(SPLITS)})")
+            if isinstance(files, str) or not all(isinstance(f, str) for f in files):
+                raise UserError(f"{key}.file_splits.{name} must be a list of file names")
     for name in ("sample_rate", "x_len", "seq_len", "window_shift", "batch_size"):
         positive_int(getattr(data, name), f"{key}.{name}")
     positive_int(data.hop, f"{key}.hop", allow_none=True)

@@ -15,6 +15,10 @@ concatenated in the order given):
 One dataset item is the ``(seq_len + 1, D)`` tensor of all frames; the model reads
 ``frames[:-1]`` as input and ``frames[1:]`` as target, so the two share memory.
 
+A corpus of several files is one signal with `segments`, ranges ``[a, b)`` that each lie
+inside one file (a split's pieces): the formulas apply per segment and the data set is
+their union (segment-major, then offset), so no example ever spans two files.
+
 Nothing is materialised: each offset's examples are a read-only ``as_strided`` view
 of the signal (which may be a memory-mapped cache), so the dataset costs the signal
 and nothing more whatever ``window_shift`` is. Normalisation ``(x - shift) / scale``
@@ -31,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from audiolstm.errors import UserError
 
@@ -167,6 +171,10 @@ class WindowDataset(Dataset):
     (the batch is moved to shared memory and handed to another process).
 
     A non-float32 signal is converted once (a copy); pass float32 to stay zero-copy.
+
+    `segments`: ``[(start, end), ...]`` ranges of `signal` (e.g. one split's pieces of
+    a corpus, each inside one file); examples are cut inside each range only. Default:
+    the whole signal.
     """
 
     def __init__(
@@ -178,6 +186,7 @@ class WindowDataset(Dataset):
         transform: Callable[[Tensor], Tensor] | None = None,
         reuse_buffers: bool = False,
         ring: int = 4,
+        segments: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         signal = np.asarray(signal) if not isinstance(signal, np.ndarray) else signal
         if signal.dtype != np.float32:
@@ -186,6 +195,11 @@ class WindowDataset(Dataset):
             raise ValueError(f"scale must be finite and non-zero, got {scale}")
         if reuse_buffers and ring < 2:
             raise ValueError(f"ring must be >= 2 (Lightning prefetches a batch), got {ring}")
+        n = signal.shape[0] if signal.ndim == 1 else -1
+        segs = [(0, n)] if segments is None else [(int(a), int(b)) for a, b in segments]
+        if any(not 0 <= a <= b <= n for a, b in segs):
+            raise ValueError(f"segments must be ranges inside the signal of {n} samples")
+        self.segments = segs
         self.signal = signal
         self.spec = spec
         self.shift = float(shift)
@@ -196,8 +210,16 @@ class WindowDataset(Dataset):
         self._setup()
 
     def _setup(self) -> None:
-        self._views = example_frames(self.signal, self.spec)
-        self._counts = [v.shape[0] for v in self._views]
+        views, origins = [], []
+        for k, (a, b) in enumerate(self.segments):
+            for o, v in zip(self.spec.offsets, example_frames(self.signal[a:b], self.spec),
+                            strict=True):
+                if v.shape[0]:
+                    views.append(v)
+                    origins.append((k, a + o))
+        self._views = views
+        self._origins = origins  # per view: (segment, signal position of its example 0)
+        self._counts = [v.shape[0] for v in views]
         self._starts = np.cumsum([0] + self._counts)[:-1]
         self._len = int(sum(self._counts))
         self._rings: dict[int, list[np.ndarray]] = {}
@@ -230,10 +252,23 @@ class WindowDataset(Dataset):
         if bad.any():
             raise IndexError(f"index {int(indices[bad][0])} out of range for {n} examples")
         indices = np.where(indices < 0, indices + n, indices)
-        if len(self._views) == 1:
+        if len(self._views) <= 1:
             return np.zeros_like(indices), indices
         group = np.searchsorted(self._starts, indices, side="right") - 1
         return group, indices - self._starts[group]
+
+    def start_of(self, i: int) -> tuple[int, int]:
+        """(segment, position in the signal of the example's first sample) of example i."""
+        group, local = self._locate(np.array([i], dtype=np.int64))
+        seg, origin = self._origins[int(group[0])]
+        return seg, origin + int(local[0]) * self.spec.window_shift
+
+    def counts_per_segment(self) -> list[int]:
+        """Examples each segment yields (0 for one shorter than an example)."""
+        out = [0] * len(self.segments)
+        for (seg, _), c in zip(self._origins, self._counts, strict=True):
+            out[seg] += c
+        return out
 
     def _buffer(self, b: int) -> np.ndarray:
         shape = (b, self.spec.seq_len + 1, self.spec.x_len)
@@ -348,4 +383,75 @@ class ShuffleSampler(Sampler[int]):
                 return
 
 
-_DERIVED = ("_views", "_counts", "_starts", "_len", "_rings", "_next")
+class RandomStartSampler(Sampler[int]):
+    """Random-crop epochs: `num_samples` indices per epoch, uniform with replacement on range(n).
+
+    Over a dataset with ``window_shift=1`` every index is one valid start (inside one
+    file, whatever the corpus), so an epoch is `num_samples` independent random crops,
+    uniform over every valid start of every file. The draws are seeded per
+    ``(seed, epoch)``: the same epoch always gets the same crops, so a resumed run is
+    exact. Memory is constant (drawn in chunks); DDP ranks take every num_replicas-th
+    draw of the epoch's one stream, ``ceil(num_samples / num_replicas)`` each.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, n: int, num_samples: int, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        if n < 1 or num_samples < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"bad sampler: n={n}, num_samples={num_samples}, "
+                             f"num_replicas={num_replicas}, rank={rank}")
+        self.n, self.num_samples, self.seed = n, num_samples, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, 0xC809])
+        self.epoch += 1
+        left, step = len(self), self.num_replicas
+        while left > 0:
+            draws = rng.integers(0, self.n, size=min(self.CHUNK, left) * step, dtype=np.int64)
+            mine = draws[self.rank :: step][:left]
+            left -= mine.shape[0]
+            yield from mine.tolist()
+
+
+class _Deferred:
+    """An iterator that builds the real one on the first `next()`."""
+
+    __slots__ = ("_start", "_it")
+
+    def __init__(self, start: Callable[[], Iterator[Any]]) -> None:
+        self._start, self._it = start, None
+
+    def __iter__(self) -> _Deferred:
+        return self
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = self._start()
+        return next(self._it)
+
+
+class DeferredLoader(DataLoader):
+    """A DataLoader whose iterator starts at its first batch, not when `iter()` is called.
+
+    Lightning calls `iter()` on the train loader before it calls the sampler's
+    `set_epoch` (when fitting starts, and so when a run resumes), and a multi-process
+    loader draws its first indices (prefetch) inside `iter()`: with
+    `data.num_workers > 0` a resumed run replayed epoch 0's order. Deferring the start
+    to the first batch means the sampler always draws for the epoch Lightning set,
+    with any number of workers.
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return _Deferred(super().__iter__)
+
+
+_DERIVED = ("_views", "_origins", "_counts", "_starts", "_len", "_rings", "_next")

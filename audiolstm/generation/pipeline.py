@@ -188,7 +188,9 @@ def run(cfg) -> dict[str, Any]:
             raise UserError(f"seed.split={s.split!r} is not one of {', '.join(SPLITS)}")
         dm = AudioDataModule.from_data_state(state, cache_dir=cfg.paths.cache_dir)
         dm.setup()
-        seed_signal, source, split = dm.splits[s.split], f"{s.split} split", s.split
+        # one file's piece of the split (a corpus: its longest), never across a boundary
+        seed_signal, seed_file = dm.seed_signal(s.split)
+        source, split = f"{s.split} split ({seed_file})", s.split
     seed_audio, start = pick_seed(seed_signal, sr, s.seconds, s.start_seconds, s.seed, source)
 
     if cfg.temperature < 0 or cfg.feedback_noise < 0:

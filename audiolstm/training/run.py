@@ -125,6 +125,7 @@ def run(cfg: DictConfig) -> float:
                          to_container(cfg.repr), seed=cfg.seed)
     dm.prepare_data()
     dm.setup("fit")
+    dm.write_splits(run_dir)  # which files and seconds are in each split
 
     model = build_model(dm.input_dim, to_container(cfg.model))
     if init is not None:
@@ -180,6 +181,7 @@ def run(cfg: DictConfig) -> float:
         "val": val_metrics,
         **{key: test_metrics.get(metric) for metric, key in METRIC_FIELDS.items()},
         "params": model.num_params,
+        **dm.split_summary(),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "train_seconds": train_seconds,
