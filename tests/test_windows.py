@@ -292,3 +292,24 @@ def test_shuffle_sampler_memory_does_not_grow_with_n():
     assert peak < 20_000_000  # randperm(n).tolist() would be ~1.8 GB
     assert len(set(head)) == 1000 and max(head) < 50_000_000
     assert np.abs(np.diff(head)).mean() > 5_000_000  # spread over the range, not local
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_deferred_loader_draws_for_the_epoch_set_after_iter(workers):
+    # Lightning calls iter() on the train loader, then set_epoch(); a multi-process loader
+    # would prefetch indices inside iter() with the sampler's old epoch (a resumed run
+    # replayed epoch 0's order). DeferredLoader starts at the first batch.
+    from audiolstm.data.windows import DeferredLoader, RandomStartSampler
+
+    ds = WindowDataset(np.arange(400, dtype=np.float32), WindowSpec(x_len=4, seq_len=1,
+                                                                      window_shift=1))
+    for sampler in (ShuffleSampler(len(ds), seed=5), RandomStartSampler(len(ds), 20, seed=5)):
+        sampler.set_epoch(3)
+        want = list(sampler)
+        loader = DeferredLoader(ds, batch_size=5, sampler=sampler, collate_fn=identity_collate,
+                                num_workers=workers, persistent_workers=workers > 0)
+        sampler.set_epoch(0)
+        it = iter(loader)  # what Lightning does when fitting starts (or resumes) ...
+        sampler.set_epoch(3)  # ... before it sets the epoch
+        got = [int(i) for b in it for i in (b[:, 0, 0].numpy())]
+        assert got == want
