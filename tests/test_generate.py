@@ -68,6 +68,35 @@ def test_stateful_equals_refeed_free_running_in_float64(cell: str, layers: int, 
     assert (a - b).abs().max().item() <= 1e-12
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("head", ["mse", "gaussian"])
+def test_stepper_equals_nn_rnn_forward(cell: str, layers: int, head: str) -> None:
+    """The fast one-frame path (fused [x, h] matmul, gates by hand) against nn.LSTM/nn.GRU
+    over a whole sequence, batched, from a warm state; and its state in forward's format."""
+    torch.manual_seed(3)
+    model = AudioRNN(input_dim=12, cell=cell, hidden_sizes=[16, 8, 16][:layers],
+                     head=head).eval()
+    frames = torch.randn(3, 20, 12)
+    with torch.no_grad():
+        ref, ref_state = model(frames)
+        _, state = model(frames[:, :5])
+        step = model.stepper(state, batch=3)
+        outs = [step.step(frames[:, t : t + 1]) for t in range(5, 20)]
+    got = torch.cat(outs, dim=1)
+    assert got.shape == ref[:, 5:].shape
+    assert (got - ref[:, 5:]).abs().max().item() <= 1e-5
+    flat = [t for s in step.state() for t in (s if isinstance(s, tuple) else (s,))]
+    want = [t for s in ref_state for t in (s if isinstance(s, tuple) else (s,))]
+    assert all(a.shape == b.shape and (a - b).abs().max() <= 1e-5
+               for a, b in zip(flat, want, strict=True))
+
+
+def test_stepper_refuses_training_mode() -> None:
+    with pytest.raises(ValueError, match="eval"):
+        _model("lstm", 1, 4).train().stepper(None)
+
+
 def test_sliding_matches_refeed_until_history_exceeds_window() -> None:
     window = 8
     model = _model("lstm", 2, 6, forget_bias=3.0, dtype=torch.float64)  # long memory

@@ -35,6 +35,7 @@ from audiolstm.errors import UserError
 from audiolstm.evaluation.baselines import copy_overlap_mse, new_sample_mse, ridge_predict
 from audiolstm.evaluation.metrics import baseline_mse
 from audiolstm.models.base import AudioModel, State, run_chunks
+from audiolstm.models.frame_step import FrameStepper
 from audiolstm.models.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
 from audiolstm.models.losses import multi_resolution_stft_loss
 
@@ -159,6 +160,11 @@ class AudioRNN(AudioModel):
         if kind == "stft":
             return stft
         return F.mse_loss(out, y) + self.hparams.stft_weight * stft
+
+    def stepper(self, state: State | None, batch: int = 1) -> FrameStepper:
+        """A fast one-frame-at-a-time path from `state` (eval mode; frame_step.py):
+        `stepper(state).step(x)` equals `self(x, state)[0]` and carries the state."""
+        return FrameStepper(self, state, batch)
 
     def next_frame(self, out: Tensor, temperature: float = 0.0) -> Tensor:
         """A frame to feed back: the mean (temperature 0) or a sample of the head."""

@@ -63,6 +63,7 @@ from audiolstm.errors import UserError
 from audiolstm.models.base import AudioModel, ProgressFn, State, cpu_backend, run_chunks
 from audiolstm.models.heads import bits_per_sample
 from audiolstm.models.quantize import dequantize, quantize
+from audiolstm.models.samplernn_step import SampleLoop, loop_threads, torch_threads
 
 __all__ = ["SampleRNN"]
 
@@ -312,7 +313,7 @@ class SampleRNN(AudioModel):
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 0:
             raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
         n_samples = int(n_samples)
-        top, fb = self.lookback, self.frame_sizes[-1]
+        top = self.lookback
         s = seed.shape[1] // top * top
         if s == 0:
             raise UserError(
@@ -327,40 +328,15 @@ class SampleRNN(AudioModel):
         state: list[Any] = [None] * len(self.tiers)
         if s > top:  # warm: the tiers consume every frame before the first target
             _, state = self.conditioning(buf[:, :s])
-        conds: list[Tensor] = [torch.empty(0)] * len(self.tiers)
-        w_in = self.mlp_in.weight.reshape(self.mlp_in.out_channels, -1)  # (H, E·fb)
-        with cpu_backend(single_step=device.type == "cpu"):
-            for i, t in enumerate(range(s, s + n_samples)):
-                for k, tier in enumerate(self.tiers):
-                    fs = tier.frame_size
-                    if t % fs:
-                        continue
-                    above = None
-                    if k:
-                        j = (t % self.frame_sizes[k - 1]) // fs
-                        above = conds[k - 1][:, j : j + 1]
-                    frame = self._level(buf[:, t - fs : t])[:, None]
-                    conds[k], state[k] = tier(frame, above, state[k])
-                # mlp_in on one window, as a matmul (faster than a length-1 conv1d)
-                emb = self.embedding(buf[:, t - fb : t]).transpose(1, 2).reshape(b, -1)
-                h = F.linear(emb, w_in, self.mlp_in.bias) + conds[-1][:, t % fb]
-                logits = self.mlp(h)
-                if logits_out is not None:
-                    logits_out[:, i] = logits
-                buf[:, t] = _draw(logits, temperature, generator)
-                if progress and ((i + 1) % top == 0 or i + 1 == n_samples):
-                    progress(i + 1, n_samples)
+        # the per-sample loop (samplernn_step.py): precomputed tables, preallocated
+        # buffers, Gumbel-max draws; one thread unless a step has work to share
+        loop = SampleLoop(self, b)
+        loop.set_state(state)
+        with cpu_backend(single_step=device.type == "cpu"), \
+                torch_threads(loop_threads(b, loop.table.shape[1])):
+            loop.run(buf, s, n_samples, temperature, generator, logits_out, progress, top)
         out = dequantize(buf[:, s:], self.q_levels, self.quantization, dtype=seed.dtype)
         return (out, logits_out) if logits_out is not None else out
-
-
-def _draw(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """One code per row of logits (B, Q): argmax at temperature 0, else a softmax draw."""
-    if temperature == 0.0:
-        return logits.argmax(dim=-1)
-    # Subtract the max first: logits / tiny temperature then cannot overflow to NaN.
-    z = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
-    return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)[:, 0]
 
 
 def _check_pos_int(field: str, value: Any) -> int:

@@ -1,0 +1,216 @@
+"""SampleRNN's sample-by-sample generation loop, built for per-op overhead (issue 14).
+
+Why a module of its own: generating one sample is ~0.2 MFLOP at the default sizes
+(H = 256), a few microseconds of arithmetic, so the time goes to the *number* of tensor
+operations per sample and to Python, not to the maths. This loop does per sample:
+
+- the sample MLP's first layer as one `embedding_bag`: the embedding is linear before
+  `mlp_in` (a width-`F` convolution), so `mlp_in(emb(c))` = Σ_p `table[p][c[t-F+p]]` with
+  `table[p] = emb.weight @ W_p.T` precomputed once per call (F·Q·H floats: 4 MB at the
+  defaults); `mlp_in`'s bias rides with the conditioning vector instead;
+- the other layers as `addmm` into preallocated buffers, ReLUs in place;
+- the draw as Gumbel-max: `argmax(logits + T·g)` with `g` standard Gumbel noise is an
+  exact draw from `softmax(logits / T)`; the noise for many samples is drawn in one
+  vectorised call ahead of time, so the draw costs one add and one argmax (`T = 0`:
+  the argmax alone);
+- the frame tiers only every `F_k` samples, as `lstm_cell`/`gru_cell` calls on the
+  layer weights (one op per layer instead of an `nn.LSTM` call).
+
+The logits equal `SampleRNN.forward` (teacher forcing) to float32 rounding: the same
+sums in another order. Timings and the per-sample budget: bench/bench_generate.py,
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audiolstm.models.base import ProgressFn
+
+#: random numbers drawn ahead per refill (samples × batch × levels), ~4 MB of float32
+NOISE_BLOCK = 1 << 20
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with `n` intra-op threads and restore the setting after.
+
+    Per-sample ops are microseconds long; waking a second OpenMP thread for each costs
+    more than it saves, and on a shared 2-core machine a busy core stalls every op.
+    """
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def loop_threads(batch: int, mlp_hidden: int) -> int:
+    """Threads for the per-sample loop: one, unless a step has enough arithmetic to share.
+
+    Measured (bench/bench_generate.py): below ~1 MFLOP per step a second thread loses.
+    """
+    flops = 2 * batch * (2 * mlp_hidden * mlp_hidden + 256 * mlp_hidden)
+    return torch.get_num_threads() if flops >= (1 << 21) else 1
+
+
+class _TierStep:
+    """One frame tier stepped one frame at a time on its raw weights."""
+
+    def __init__(self, tier: nn.Module, level_scale: float, extra_bias: Tensor | None) -> None:
+        self.frame_size, self.ratio, self.out_dim = tier.frame_size, tier.ratio, tier.out_dim
+        self.level_scale = level_scale
+        self.w_inp, self.b_inp = tier.inp.weight.t(), tier.inp.bias
+        rnn = tier.rnn
+        self.lstm = isinstance(rnn, nn.LSTM)
+        self.cell = torch.lstm_cell if self.lstm else torch.gru_cell
+        self.weights = [
+            (getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}"),
+             getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}"))
+            for i in range(rnn.num_layers)
+        ]
+        b_up = tier.up.bias
+        if extra_bias is not None:  # mlp_in's bias, added to every sample's conditioning
+            b_up = b_up + extra_bias.repeat(self.ratio)
+        self.w_up, self.b_up = tier.up.weight.t(), b_up
+        self.h: list[Any] = []
+
+    def set_state(self, state: Any, batch: int, like: Tensor) -> None:
+        """nn.LSTM/GRU state ((L, B, H) tensors, or None for zeros) -> per-layer states."""
+        layers = len(self.weights)
+        hidden = self.weights[0][1].shape[1]
+        if state is None:
+            zeros = like.new_zeros(layers, batch, hidden)
+            state = (zeros, zeros.clone()) if self.lstm else zeros
+        if self.lstm:
+            h, c = state
+            self.h = [(h[i].clone(), c[i].clone()) for i in range(layers)]
+        else:
+            self.h = [state[i].clone() for i in range(layers)]
+
+    def step(self, codes: Tensor, above: Tensor | None) -> Tensor:
+        """codes (B, F) of the frame just completed, conditioning (B, H) -> (B, ratio, out)."""
+        x = codes.to(self.w_inp.dtype).mul_(self.level_scale).sub_(1.0)
+        x = torch.addmm(self.b_inp, x, self.w_inp)
+        if above is not None:
+            x += above
+        for i, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.weights):
+            s = self.cell(x, self.h[i], w_ih, w_hh, b_ih, b_hh)
+            self.h[i] = s
+            x = s[0] if self.lstm else s
+        out = torch.addmm(self.b_up, x, self.w_up)
+        return out.view(out.shape[0], self.ratio, self.out_dim)
+
+
+class SampleLoop:
+    """Precomputed weights and buffers for one `SampleRNN.generate` call."""
+
+    def __init__(self, model: nn.Module, batch: int) -> None:
+        self.model = model
+        self.batch = batch
+        self.q = model.q_levels
+        self.fb = model.frame_sizes[-1]
+        scale = 2.0 / (model.q_levels - 1)
+        last = len(model.tiers) - 1
+        self.tiers = [_TierStep(t, scale, model.mlp_in.bias if k == last else None)
+                      for k, t in enumerate(model.tiers)]
+        # table[p * Q + c] = W_p @ emb[c]: mlp_in on a window = a sum of F gathered rows
+        w = model.mlp_in.weight  # (H, E, F)
+        emb = model.embedding.weight  # (Q, E)
+        self.table = torch.einsum("qe,hep->pqh", emb, w).reshape(self.fb * self.q, -1)
+        self.offsets = (torch.arange(self.fb, device=w.device) * self.q).expand(batch, -1)
+        # per layer: (bias, weight transposed, output buffer), or None for a ReLU
+        self.layers = [None if lin is None else
+                       (lin.bias, lin.weight.t(), w.new_empty(batch, lin.out_features))
+                       for lin in _mlp_layers(model.mlp)]
+        self.idx = torch.empty(batch, self.fb, dtype=torch.long, device=w.device)
+        self.code = torch.empty(batch, dtype=torch.long, device=w.device)
+
+    def set_state(self, state: list[Any]) -> None:
+        for tier, s in zip(self.tiers, state, strict=True):
+            tier.set_state(s, self.batch, self.table)
+
+    def run(self, buf: Tensor, start: int, n: int, temperature: float,
+            generator: torch.Generator | None, logits_out: Tensor | None,
+            progress: ProgressFn | None, progress_every: int) -> None:
+        """Fill buf[:, start : start + n] (codes) sample by sample; `start` is a multiple
+        of the top frame size, where every tier is due to step."""
+        b, q, fb = self.batch, self.q, self.fb
+        sizes = [t.frame_size for t in self.tiers]
+        table = self.table
+        conds: list[Tensor] = [table] * len(self.tiers)  # all replaced at t = start
+        offsets, idx, code = self.offsets, self.idx, self.code
+        layers = self.layers
+        noise: Tensor | None = None
+        block = max(1, NOISE_BLOCK // (b * q))
+        noise_at = start  # first sample the current noise block covers
+        for i in range(n):
+            t = start + i
+            if t % fb == 0:  # a new lowest frame: step the tiers that are due
+                for k, tier in enumerate(self.tiers):
+                    fs = sizes[k]
+                    if t % fs:
+                        continue
+                    above = None
+                    if k:
+                        j = (t % sizes[k - 1]) // fs
+                        above = conds[k - 1][:, j]
+                    conds[k] = tier.step(buf[:, t - fs : t], above)
+            cond = conds[-1][:, t % fb]
+            # first layer: Σ_p table[p][c[t - fb + p]] + conditioning (mlp_in's bias inside)
+            torch.add(buf[:, t - fb : t], offsets, out=idx)
+            x = F.embedding_bag(idx, table, mode="sum")
+            x += cond
+            for layer in layers:
+                if layer is None:
+                    x.relu_()
+                else:
+                    x = torch.addmm(layer[0], x, layer[1], out=layer[2])
+            if logits_out is not None:
+                logits_out[:, i] = x
+            if temperature > 0:
+                if noise is None or t - noise_at >= block:
+                    noise = gumbel(min(block, start + n - t), b, q, temperature,
+                                   generator, like=table)
+                    noise_at = t
+                x += noise[t - noise_at]
+            torch.argmax(x, dim=1, out=code)
+            buf[:, t] = code
+            if progress and ((i + 1) % progress_every == 0 or i + 1 == n):
+                progress(i + 1, n)
+
+
+def _mlp_layers(mlp: nn.Sequential) -> list[nn.Linear | None]:
+    """The sample MLP as a list of Linear layers and ReLUs (None); its last is a Linear."""
+    layers: list[nn.Linear | None] = []
+    for m in mlp:
+        if isinstance(m, nn.ReLU):
+            layers.append(None)
+        elif isinstance(m, nn.Linear):
+            layers.append(m)
+        else:
+            raise TypeError(f"SampleLoop handles Linear and ReLU layers, not {type(m).__name__}")
+    return layers
+
+
+def gumbel(n: int, batch: int, q: int, temperature: float,
+           generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """`temperature` × standard Gumbel noise, (n, batch, q): argmax(logits + this) is a
+    draw from softmax(logits / temperature) (the Gumbel-max trick).
+
+    Uniforms are clamped to [tiny, 1): -log(-log u) stays finite, truncating the
+    Gumbel's tails where float32 uniforms could not reach them anyway.
+    """
+    u = torch.rand(n, batch, q, generator=generator, dtype=like.dtype, device=like.device)
+    u.clamp_(min=torch.finfo(like.dtype).tiny)
+    return u.log_().neg_().log_().mul_(-temperature)
