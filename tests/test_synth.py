@@ -37,7 +37,7 @@ def envelope_period(x: np.ndarray, sr: int, lo: float = 2.5, hi: float = 12.0) -
 
 
 def test_truth_is_frozen_and_matches_the_seed_track():
-    assert isinstance(TRUTH, SynthTruth) and VERSION == 1
+    assert isinstance(TRUTH, SynthTruth) and VERSION == 2
     assert round(TRUTH.lead_in_seconds * SR) == 2000
     assert round(TRUTH.fade_seconds * SR) == 20000
     assert TRUTH.pulse_period_early == pytest.approx(7.0)
@@ -141,3 +141,86 @@ def test_pulsations_are_deep(ten_minutes):
     lo, hi = np.percentile(env, [3, 97])
     assert 1 - lo / hi > 0.5  # clearly visible swells, not a ripple
     assert lo > 0.0  # but the drone never stops between them
+
+
+# ----------------------------------------------------------------------------- motif and drums
+# (VERSION 2, issue 14): structure that only a model with memory can predict
+
+
+@pytest.fixture(scope="module")
+def parts_30s() -> dict[str, np.ndarray]:
+    return {p: synth_drone(30.0, SR, 0, parts=(p,)) for p in synth.PARTS}
+
+
+def test_parts_add_up_to_the_mix(parts_30s):
+    mix = synth_drone(30.0, SR, 0)
+    np.testing.assert_allclose(sum(parts_30s.values()), mix, atol=1e-6)
+    with pytest.raises(ValueError, match="parts"):
+        synth_drone(1.0, SR, 0, parts=("drone", "choir"))
+
+
+def test_score_follows_the_pulsation_cycles():
+    notes, hits = synth.score(120.0, 0)["notes"], synth.score(120.0, 0)["hits"]
+    n = len(synth.MOTIF_ONSETS)
+    # repetition r plays in pulsation cycle r, at the documented cycle fractions
+    assert [x[0] for x in notes[:n]] == pytest.approx(
+        [7.0 * f for f in synth.MOTIF_ONSETS])
+    assert [x[0] for x in notes[n : 2 * n]] == pytest.approx(
+        [7.0 * (1 + f) for f in synth.MOTIF_ONSETS])
+    late = [x for x in notes if x[3] == 20]  # cycle 20 is after the tempo change
+    at_change = 60.0 / 7.0
+    assert [x[0] for x in late] == pytest.approx(
+        [60.0 + (20 + f - at_change) * TRUTH.pulse_period_late for f in synth.MOTIF_ONSETS])
+    # (the hit at t = 0 falls in the lead-in: left out)
+    assert hits[:3] == pytest.approx([7.0 * h for h in synth.DRUM_HITS[1:]])
+    assert all(a < b for a, b in zip(hits, hits[1:], strict=False))
+    # repetition 2 is transposed two scale degrees (4 or 5 semitones) above repetition 0;
+    # a variation moves at most one note of each
+    f = {r: [x[2] for x in notes if x[3] == r] for r in (0, 2)}
+    ratios = np.array(f[2]) / np.array(f[0])
+    up = (ratios > 2 ** (3.5 / 12)) & (ratios < 2 ** (5.5 / 12))
+    assert up.sum() >= n - 2
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), 8 * len(x)))
+    return float(np.fft.rfftfreq(8 * len(x), 1 / SR)[np.argmax(spec)])
+
+
+def test_motif_notes_start_at_their_onsets_with_their_pitch(parts_30s):
+    x = parts_30s["motif"].astype(np.float64)
+    notes = [n for n in synth.score(30.0, 0)["notes"] if n[1] < 30.0 - TRUTH.fade_seconds]
+    first = round(notes[0][0] * SR)
+    assert np.all(x[:first] == 0.0)  # nothing before the first note
+    for onset, end, hz, _ in notes:
+        a = round(onset * SR)
+        before = np.abs(x[a - 40 : a]).max()  # the previous note's release ramp: ~0
+        after = np.abs(x[a + 80 : a + 400]).max()  # just after the 8 ms attack
+        assert after > 0.05 and before < 0.3 * after
+        seg = x[a + 160 : a + min(round((end - onset) * SR), 4000)]
+        assert _peak_hz(seg) == pytest.approx(hz, rel=0.01)
+
+
+def test_drum_hits_are_sparse_and_where_the_score_says(parts_30s):
+    x = parts_30s["drums"].astype(np.float64)
+    hits = [h for h in synth.score(30.0, 0)["hits"] if h >= TRUTH.lead_in_seconds]
+    loud = np.abs(x) > 1e-3
+    starts = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
+    # every burst of sound starts within 2 ms of a hit, and every hit starts one
+    burst_starts = [s / SR for s in starts if not loud[max(0, s - 800) : s].any()]
+    assert burst_starts == pytest.approx(hits, abs=0.002)
+    assert loud.mean() < 0.15  # sparse: silent most of the time
+
+
+def test_the_motif_repeats_with_the_pulsation_cycle():
+    """The repetition period from the autocorrelation of the motif's envelope."""
+    motif = synth_drone(60.0, SR, 0, parts=("motif",))
+    assert envelope_period(motif[: 58 * SR], SR) == pytest.approx(TRUTH.pulse_period_early,
+                                                                  rel=0.02)
+
+
+def test_ten_minutes_hold_motif_and_drums(ten_minutes):
+    sc = synth.score(600.0, 0)
+    assert len(sc["notes"]) == len(synth.MOTIF_ONSETS) * len({x[3] for x in sc["notes"]})
+    assert 100 < len({x[3] for x in sc["notes"]}) < 150  # one per cycle: 8.6 + 126
+    assert np.abs(ten_minutes).max() <= 0.9
