@@ -415,12 +415,11 @@ def test_duplicate_audio_is_an_error(tmp_path: Path) -> None:
         _dm(tmp_path)
 
 
+@pytest.mark.slow  # two train.py starts
 def test_corpus_bad_input_through_the_cli(tmp_path: Path) -> None:
     d = _with_bad_file(tmp_path)
     lst = tmp_path / "list.txt"
     lst.write_text("music/0.wav\nmusic/gone.wav\n")
-    empty = tmp_path / "empty.txt"
-    empty.write_text("# nothing yet\n")
     cases = [  # each CLI start costs seconds: the rest are checked in-process
         (["data=folder", f"data.path={d}"], "1b.wav: not a readable audio file"),
         (["data=manifest", f"data.path={lst}"], "list.txt:2: music/gone.wav: no such file"),
@@ -430,6 +429,12 @@ def test_corpus_bad_input_through_the_cli(tmp_path: Path) -> None:
         assert res.returncode == 2, (args, res.stderr[-2000:])
         assert "Traceback" not in res.stderr, res.stderr
         assert any(needle in line for line in res.stderr.splitlines()), (args, res.stderr)
+
+
+def test_corpus_bad_settings_are_one_line(tmp_path: Path) -> None:
+    _with_bad_file(tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n")
     with pytest.raises(UserError, match="empty manifest"):
         _dm(tmp_path, source="manifest", path=str(empty))
     with pytest.raises(UserError, match="no file is assigned to the train split"):
