@@ -1,23 +1,39 @@
-"""Generation speed: stateful vs sliding vs refeed, and the CPU backend per path.
+"""Generation speed: frame models (stateful vs sliding vs refeed) and SampleRNN.
 
-Generates `seconds` of audio at 16 kHz with lstm_300x3 at x_len 2000 (random
-weights: the speed does not depend on what was learned) and reports wall
-time, real-time factor and the stateful/refeed speed-up. Also times one
-single-frame step and one whole-sequence pass with oneDNN (mkldnn) on and off.
+Frame models: generates `seconds` of audio at 16 kHz with lstm_300x3 at x_len 2000
+(random weights: the speed does not depend on what was learned) and reports wall
+time, real-time factor and the stateful/refeed speed-up; then one stateful step on
+`nn.LSTM` (the path before issue 14) against the fused stepper (models/frame_step.py),
+with 1 and 2 threads and oneDNN on and off.
 
-    python bench/bench_generate.py [--write]
+SampleRNN (samplernn_2tier: frame 16, H = mlp_hidden = 256, and H = 1024, the paper's
+size): samples/s for 1 and 16 streams, before (the per-sample loop of nn modules and
+`torch.multinomial`, kept here as `reference_generate`) and after
+(models/samplernn_step.py), and the per-sample time budget of each: every part of the
+loop timed alone on the same tensors, the rest being Python and the loop itself.
+
+The machine is shared: every number is the best of `--repeats` runs, and the load
+average is printed with the results.
+
+    python bench/bench_generate.py [--write] [--only frame|samplernn]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
+import torch.nn.functional as F
 from _common import machine, write_section
+from torch import Tensor
 
 from audiolstm.generation.strategies import generate_frames
+from audiolstm.models.base import cpu_backend
 from audiolstm.models.frame_rnn import AudioRNN
+from audiolstm.models.samplernn import SampleRNN
+from audiolstm.models.samplernn_step import SampleLoop, gumbel, torch_threads
 
 SR, X_LEN = 16000, 2000
 
@@ -28,30 +44,43 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def backend_table(model: AudioRNN) -> str:
+def load() -> str:
+    return "load average " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def best_per_call(fn, n: int, repeats: int) -> float:
+    """Seconds per call of fn: best of `repeats` loops of n calls (after a warm-up loop)."""
+    for _ in range(min(n, 20)):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def step_table(model: AudioRNN, repeats: int) -> str:
+    """One stateful step: nn.LSTM (before) vs the fused stepper, threads x oneDNN."""
     x1 = torch.randn(1, 1, X_LEN)
-    xs = torch.randn(1, 40, X_LEN)
     rows = []
-    for enabled in (True, False):
-        with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=enabled):
-            _, state = model(x1)
-            for _ in range(20):
-                model(x1, state)
-            step = min(timed(lambda st=state: model(x1, st)) for _ in range(200))
-            model(xs)
-            seq = min(timed(lambda: model(xs)) for _ in range(10))
-        rows.append(f"| oneDNN {'on' if enabled else 'off'} | {1e3 * step:.3f} | {1e3 * seq:.2f} |")
-    return ("| backend | one frame step (ms) | 40-frame sequence (ms) |\n|---|---|---|\n"
-            + "\n".join(rows))
+    with torch.inference_mode():
+        _, state = model(torch.randn(1, 40, X_LEN))
+        for threads in (1, 2):
+            for enabled in (True, False):
+                with torch_threads(threads), torch.backends.mkldnn.flags(enabled=enabled):
+                    module = best_per_call(lambda: model(x1, state), 100, repeats)
+                    stepper = model.stepper(state)
+                    fused = best_per_call(lambda s=stepper: s.step(x1), 100, repeats)
+                rows.append(f"| {threads} | {'on' if enabled else 'off'} | {1e3 * module:.3f} | "
+                            f"{1e3 * fused:.3f} | {X_LEN / SR / fused:.0f}x |")
+                print(rows[-1], flush=True)
+    return ("| threads | oneDNN | nn.LSTM step (ms) | fused step (ms) | fused: real time |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
-    ap.add_argument("--seed-frames", type=int, default=40)
-    ap.add_argument("--window", type=int, default=40)
-    ap.add_argument("--write", action="store_true")
-    args = ap.parse_args()
+def frame_section(args: argparse.Namespace) -> str:
     torch.manual_seed(0)
     model = AudioRNN(X_LEN, hidden_sizes=[300, 300, 300]).eval()
     seed = torch.randn(args.seed_frames, X_LEN)
@@ -60,26 +89,210 @@ def main() -> None:
         n = int(seconds * SR / X_LEN)
         walls = {}
         for strategy in ("stateful", "sliding", "refeed"):
-            repeats = 1 if strategy == "refeed" else 3  # best of 3 for the fast ones
+            repeats = 1 if strategy == "refeed" else args.repeats
             walls[strategy] = min(timed(lambda s=strategy, n=n: generate_frames(
                 model, seed, n, s, window=args.window)) for _ in range(repeats))
             rows.append(f"| {seconds:g} s ({n} frames) | {strategy} | {walls[strategy]:.2f} | "
                         f"{seconds / walls[strategy]:.1f}x |")
             print(rows[-1], flush=True)
         speedups.append(f"{seconds:g} s: {walls['refeed'] / walls['stateful']:.1f}x")
-    body = (
-        f"Machine: {machine()}. lstm_300x3, x_len {X_LEN} (1/8 s frames), seed of "
-        f"{args.seed_frames} frames, sliding window {args.window}.\n\n"
-        "Best of 3 runs for stateful and sliding, one run for refeed.\n\n"
+    at = load()
+    return (
+        f"Machine: {machine()}; {at} when the runs started. lstm_300x3, x_len {X_LEN} "
+        f"(1/8 s frames), seed of {args.seed_frames} frames, sliding window {args.window}.\n\n"
+        f"Best of {args.repeats} runs for stateful and sliding, one run for refeed. "
+        "`stateful` steps with the fused stepper (`AudioRNN.stepper`, models/frame_step.py: "
+        "one addmm over [x, h] per layer, gates in place), oneDNN off, default threads.\n\n"
         "| audio | strategy | wall (s) | real-time factor |\n|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\nstateful / refeed speed-up: {', '.join(speedups)}.\n\n"
-        "CPU backend per path (choice made in `audiolstm.models.base.cpu_backend`):\n\n"
-        + backend_table(model)
+        "One stateful step, before (`nn.LSTM` layers on a length-1 sequence) and after "
+        f"(best of {args.repeats} loops of 100 steps):\n\n"
+        + step_table(model, args.repeats)
     )
-    print(body)
-    if args.write:
-        write_section("Generation speed (CPU)", body)
+
+
+# ----------------------------------------------------------------------------- SampleRNN
+
+
+@torch.inference_mode()
+def reference_generate(model: SampleRNN, seed: Tensor, n: int, temperature: float = 1.0,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """The per-sample loop before issue 14 (nn modules per sample, softmax + multinomial)."""
+    top, fb = model.lookback, model.frame_sizes[-1]
+    b, s = seed.shape[0], seed.shape[1] // top * top
+    buf = torch.empty(b, s + n, dtype=torch.long)
+    buf[:, :s] = model.quantize(seed[:, -s:])
+    _, state = model.conditioning(buf[:, :s])
+    conds: list[Tensor] = [torch.empty(0)] * len(model.tiers)
+    w_in = model.mlp_in.weight.reshape(model.mlp_in.out_channels, -1)
+    with cpu_backend(single_step=True):
+        for t in range(s, s + n):
+            for k, tier in enumerate(model.tiers):
+                fs = tier.frame_size
+                if t % fs:
+                    continue
+                above = None
+                if k:
+                    j = (t % model.frame_sizes[k - 1]) // fs
+                    above = conds[k - 1][:, j : j + 1]
+                frame = model._level(buf[:, t - fs : t])[:, None]
+                conds[k], state[k] = tier(frame, above, state[k])
+            emb = model.embedding(buf[:, t - fb : t]).transpose(1, 2).reshape(b, -1)
+            h = F.linear(emb, w_in, model.mlp_in.bias) + conds[-1][:, t % fb]
+            logits = model.mlp(h)
+            z = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+            buf[:, t] = torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)[:, 0]
+    return buf[:, s:]
+
+
+def budget_before(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
+    """µs per sample of each part of the reference loop, timed alone."""
+    fb, q = model.frame_sizes[-1], model.q_levels
+    codes = torch.randint(q, (b, 64))
+    w_in = model.mlp_in.weight.reshape(model.mlp_in.out_channels, -1)
+    cond = torch.randn(b, fb, w_in.shape[0])
+    tier = model.tiers[-1]
+    _, st = tier(torch.randn(b, 1, fb), None)
+    logits = torch.randn(b, q)
+    parts = {
+        "embedding + mlp_in (linear) + conditioning": lambda: F.linear(
+            model.embedding(codes[:, 10 : 10 + fb]).transpose(1, 2).reshape(b, -1), w_in,
+            model.mlp_in.bias) + cond[:, 3],
+        "3 × (ReLU, Linear)": lambda: model.mlp(cond[:, 3]),
+        "draw: softmax + multinomial": lambda: torch.multinomial(torch.softmax(
+            (logits - logits.amax(dim=-1, keepdim=True)) / 1.0, dim=-1), 1)[:, 0],
+        "store the code": lambda: codes.__setitem__((slice(None), 40), codes[:, 41]),
+        f"frame tier (nn.LSTM step, 1/{fb} of it)": lambda: tier(
+            model._level(codes[:, 10 : 10 + fb])[:, None], None, st),
+    }
+    out = {}
+    with torch.inference_mode(), cpu_backend(single_step=True):
+        for name, fn in parts.items():
+            per = best_per_call(fn, 300, repeats)
+            out[name] = per / fb if name.startswith("frame tier") else per
+    return out
+
+
+def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
+    """µs per sample of each part of SampleLoop.run, timed alone."""
+    loop = SampleLoop(model, b)
+    loop.set_state([None] * len(model.tiers))
+    fb, q = loop.fb, loop.q
+    buf = torch.randint(q, (b, 64))
+    cond = torch.randn(b, fb, loop.table.shape[1])
+    x = torch.empty(b, loop.table.shape[1])
+    logits = torch.randn(b, q)
+    noise = gumbel(64, b, q, 1.0, None, loop.table)
+    tier = loop.tiers[-1]
+
+    def first() -> None:
+        torch.add(buf[:, 10 : 10 + fb], loop.offsets, out=loop.idx)
+        y = F.embedding_bag(loop.idx, loop.table, mode="sum")
+        y += cond[:, 3]
+
+    def mlp() -> None:
+        y = x
+        for layer in loop.layers:
+            if layer is None:
+                y.relu_()
+            else:
+                y = torch.addmm(layer[0], y, layer[1], out=layer[2])
+
+    def draw() -> None:
+        logits.add_(noise[5])
+        torch.argmax(logits, dim=1, out=loop.code)
+        buf[:, 40] = loop.code
+
+    block = max(1, (1 << 20) // (b * q))
+    parts = {
+        "embedding_bag over the folded table + conditioning": first,
+        "3 × (ReLU, addmm into a buffer)": mlp,
+        "draw: add Gumbel noise + argmax + store": draw,
+        f"Gumbel noise, drawn {block} samples at a time": lambda: gumbel(
+            block, b, q, 1.0, None, loop.table),
+        f"frame tier (lstm_cell step, 1/{fb} of it)": lambda: tier.step(buf[:, 10 : 10 + fb],
+                                                                         None),
+    }
+    out = {}
+    with torch.inference_mode(), cpu_backend(single_step=True), torch_threads(1):
+        for name, fn in parts.items():
+            per = best_per_call(fn, 300 if "noise," not in name else 5, repeats)
+            out[name] = per / block if "noise," in name else (
+                per / fb if name.startswith("frame tier") else per)
+    return out
+
+
+def samplernn_section(args: argparse.Namespace) -> str:
+    lines = []
+    summary = ["| H | streams | before: samples/s (× real time) | after: samples/s "
+               "(× real time) | speed-up |", "|---|---|---|---|---|"]
+    budgets = []
+    at = load()
+    for hidden in (256, 1024):
+        torch.manual_seed(0)
+        model = SampleRNN(frame_sizes=[16], hidden=hidden, mlp_hidden=hidden).eval()
+        for b in (1, 16):
+            seed = torch.rand(b, 1600) * 2 - 1
+            n = args.samples // (4 if hidden == 1024 else 1) // (1 if b == 1 else 4)
+            # per step: (time for k samples − time for none) / k; the warm-up pass on the
+            # seed and the per-call set-up are the time for none
+            def per_step(fn, k: int) -> float:
+                t0 = min(timed(lambda: fn(0)) for _ in range(args.repeats))
+                return (min(timed(lambda: fn(k)) for _ in range(args.repeats)) - t0) / k
+
+            before = per_step(lambda k, m=model, s=seed: reference_generate(
+                m, s, k, generator=torch.Generator().manual_seed(0)), n // 4)
+            model.generate(seed, 64)
+            after = per_step(lambda k, m=model, s=seed: m.generate(
+                s, k, generator=torch.Generator().manual_seed(0)), n)
+            summary.append(f"| {hidden} | {b} | {b / before:,.0f} ({b / before / SR:.2f}×) | "
+                           f"{b / after:,.0f} ({b / after / SR:.2f}×) | {before / after:.1f}× |")
+            print(summary[-1], flush=True)
+            for label, total, parts in (
+                    ("before", before, budget_before(model, b, args.repeats)),
+                    ("after", after, budget_after(model, b, args.repeats))):
+                rest = total - sum(parts.values())
+                rows = [f"| {k} | {1e6 * v:.1f} |" for k, v in parts.items()]
+                rows.append(f"| Python, loop and the rest (total − parts) | {1e6 * rest:.1f} |")
+                rows.append(f"| **total per step** (measured, generate) | **{1e6 * total:.1f}** |")
+                budgets.append(f"**H = {hidden}, {b} stream{'s' if b > 1 else ''}, {label}** "
+                               f"(µs per sample step, all streams together)\n\n"
+                               "| part | µs |\n|---|---|\n" + "\n".join(rows))
+                print(budgets[-1], flush=True)
+    lines.append(
+        f"Machine: {machine()}; {at} when the runs started. Random weights, "
+        "samplernn_2tier (frame tier of 16 samples, one LSTM layer, embed 64, 256 mu-law "
+        f"levels), hidden = mlp_hidden = H; seed of 1600 samples, temperature 1. Best of "
+        f"{args.repeats} runs; per step = (time for n samples − time for none) / n, so the "
+        "warm-up pass on the seed and the set-up (folded table) are left out. Real time = "
+        "16,000 samples/s per stream.\n\n"
+        + "\n".join(summary) + "\n\nPer-sample time budget (each part timed alone, "
+        f"best of {args.repeats} loops; parts per frame divided by 16):\n\n"
+        + "\n\n".join(budgets))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
+    ap.add_argument("--seed-frames", type=int, default=40)
+    ap.add_argument("--window", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=16000, help="SampleRNN samples per run")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=["frame", "samplernn"])
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    if args.only != "samplernn":
+        body = frame_section(args)
+        print(body)
+        if args.write:
+            write_section("Generation speed (CPU)", body)
+    if args.only != "frame":
+        body = samplernn_section(args)
+        print(body)
+        if args.write:
+            write_section("SampleRNN generation speed (CPU)", body)
 
 
 if __name__ == "__main__":
