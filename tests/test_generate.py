@@ -92,6 +92,26 @@ def test_stepper_equals_nn_rnn_forward(cell: str, layers: int, head: str) -> Non
                for a, b in zip(flat, want, strict=True))
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_folded_feedback_step_equals_feeding_the_frame_back(layers: int) -> None:
+    """Greedy mse feedback with the head folded into the first layer (W_ih @ W_head) is
+    the plain step on the fed-back frame, free running, to float64 rounding."""
+    model = _model("lstm", layers, 10, forget_bias=1.0, dtype=torch.float64)
+    seed = torch.randn(1, 6, 10, dtype=torch.float64)
+    with torch.no_grad():
+        out, state = model(seed)
+        plain, folded = model.stepper(state), model.stepper(state)
+        assert folded.can_fold()
+        frame = out[:, -1:]
+        for _ in range(30):
+            a = plain.step(frame)
+            b = folded.feedback_step()
+            assert (a - b).abs().max().item() <= 1e-12
+            frame = a
+    gru = _model("gru", 1, 10)
+    assert not gru.stepper(None).can_fold()  # GRU first layer: the plain step
+
+
 def test_stepper_refuses_training_mode() -> None:
     with pytest.raises(ValueError, match="eval"):
         _model("lstm", 1, 4).train().stepper(None)

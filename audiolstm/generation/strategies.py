@@ -69,13 +69,19 @@ def generate_stateful(model: AudioRNN, seed: Tensor, n_frames: int, progress: Pr
     frames = torch.empty(n_frames, seed.shape[1], dtype=seed.dtype, device=seed.device)
     out, state = model(x)  # warm the state on the whole seed in one pass
     nxt = sampling.frame(model, out[:, -1:])
-    # eval mode: one fused matmul per layer on preallocated buffers (models/frame_step.py)
-    step = model.stepper(state).step if not model.training else None
+    # eval mode: one fused matmul per layer on preallocated buffers (models/frame_step.py);
+    # greedy mse feedback folds the head into the first layer (`feedback_step`)
+    stepper = model.stepper(state) if not model.training else None
+    step = None if stepper is None else stepper.step
+    fold = (stepper is not None and stepper.can_fold() and model.hparams.head == "mse"
+            and sampling.feedback_noise <= 0)
     with cpu_backend(single_step=seed.device.type == "cpu"):
         for i in range(n_frames):
             frames[i] = nxt[0, 0]
             if i + 1 < n_frames:
-                if step is not None:
+                if fold:
+                    out = stepper.feedback_step()
+                elif step is not None:
                     out = step(sampling.feed(nxt))
                 else:
                     out, state = model(sampling.feed(nxt), state)

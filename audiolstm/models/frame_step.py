@@ -48,8 +48,11 @@ class _LSTMLayer:
 
     def step(self) -> None:
         """xh = [x, h] -> new h (in place, in xh[:, D:]) and c; gate order i, f, g, o."""
+        self.cell(torch.addmm(self.bias, self.xh, self.w_t, out=self.gates))
+
+    def cell(self, g: Tensor) -> None:
+        """Pre-activation gates g (B, 4H) -> new h and c, in place."""
         hid = self.hid
-        g = torch.addmm(self.bias, self.xh, self.w_t, out=self.gates)
         g[:, : 2 * hid].sigmoid_()  # i, f
         g[:, 3 * hid :].sigmoid_()  # o
         cand = g[:, 2 * hid : 3 * hid].tanh_()
@@ -101,6 +104,37 @@ class FrameStepper:
         self.linear_head = isinstance(head, nn.Linear) and type(head).forward is nn.Linear.forward
         if self.linear_head:
             self.head_w, self.head_b = head.weight.t(), head.bias
+
+    def can_fold(self) -> bool:
+        """Whether `feedback_step` applies: a linear head whose frame is the first LSTM's input."""
+        first = self.layers[0]
+        return (self.linear_head and isinstance(first, _LSTMLayer)
+                and self.head_w.shape[1] == first.d)
+
+    def feedback_step(self) -> Tensor:
+        """`step(head(h_last))` without forming the fed-back frame as an input.
+
+        Greedy generation with the mse head feeds back exactly the head's output, an affine
+        map of the last layer's h, into the first layer's input matmul; the two fold into
+        one (H_last x 4H) matrix, `W_ih @ W_head`, computed once: at lstm_300x3 and x_len
+        2000 the first layer reads 1200 x 600 weights instead of 1200 x 2300 per step. The
+        same sums in another order: equal to `step` to rounding (tests/test_generate.py).
+        """
+        first, last = self.layers[0], self.layers[-1]
+        if not hasattr(self, "fold_w"):
+            w_ih, w_hh = first.w_t[: first.d].t(), first.w_t[first.d :].t()
+            self.fold_w = torch.cat([w_ih @ self.head_w.t(), w_hh], dim=1).t()
+            self.fold_b = first.bias + w_ih @ self.head_b
+            self.fold_xh = first.xh.new_empty(first.xh.shape[0], last.hid + first.hid)
+        hl = last.hid
+        self.fold_xh[:, :hl] = last.h
+        self.fold_xh[:, hl:] = first.h
+        first.cell(torch.addmm(self.fold_b, self.fold_xh, self.fold_w, out=first.gates))
+        layers = self.layers
+        for i in range(1, len(layers)):
+            layers[i].x.copy_(layers[i - 1].h)
+            layers[i].step()
+        return torch.addmm(self.head_b, layers[-1].h, self.head_w)[:, None]
 
     def step(self, x: Tensor) -> Tensor:
         """x (B, 1, D) -> the head's output for the next frame, (B, 1, D_out)."""
