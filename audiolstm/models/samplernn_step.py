@@ -24,8 +24,9 @@ bench/RESULTS.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -130,11 +131,13 @@ class SampleLoop:
         self.table = torch.einsum("qe,hep->pqh", emb, w).reshape(self.fb * self.q, -1)
         self.offsets = (torch.arange(self.fb, device=w.device) * self.q).expand(batch, -1)
         # per layer: (bias, weight transposed, output buffer), or None for a ReLU
+        layers = _mlp_layers(model.mlp)
+        if [lin is None for lin in layers] != [True, False] * 3:
+            raise TypeError("SampleLoop expects the sample MLP (ReLU, Linear) x 3")
         self.layers = [None if lin is None else
                        (lin.bias, lin.weight.t(), w.new_empty(batch, lin.out_features))
-                       for lin in _mlp_layers(model.mlp)]
+                       for lin in layers]
         self.idx = torch.empty(batch, self.fb, dtype=torch.long, device=w.device)
-        self.code = torch.empty(batch, dtype=torch.long, device=w.device)
 
     def set_state(self, state: list[Any]) -> None:
         for tier, s in zip(self.tiers, state, strict=True):
@@ -144,50 +147,93 @@ class SampleLoop:
             generator: torch.Generator | None, logits_out: Tensor | None,
             progress: ProgressFn | None, progress_every: int) -> None:
         """Fill buf[:, start : start + n] (codes) sample by sample; `start` is a multiple
-        of the top frame size, where every tier is due to step."""
+        of the top frame size, where every tier is due to step.
+
+        Python steps the frame tiers once per lowest frame; the frame's samples run in
+        `frame_samples` (TorchScript when it compiles, the same function eager otherwise).
+        """
         b, q, fb = self.batch, self.q, self.fb
         sizes = [t.frame_size for t in self.tiers]
-        table = self.table
-        conds: list[Tensor] = [table] * len(self.tiers)  # all replaced at t = start
-        offsets, idx, code = self.offsets, self.idx, self.code
-        layers = self.layers
+        conds: list[Tensor] = [self.table] * len(self.tiers)  # all replaced at t = start
+        (b1, w1, o1), (b2, w2, o2), (b3, w3, o3) = (x for x in self.layers if x is not None)
         noise: Tensor | None = None
-        block = max(1, NOISE_BLOCK // (b * q))
+        block = max(fb, NOISE_BLOCK // (b * q) // fb * fb)  # whole frames of noise
         noise_at = start  # first sample the current noise block covers
-        for i in range(n):
-            t = start + i
-            if t % fb == 0:  # a new lowest frame: step the tiers that are due
-                for k, tier in enumerate(self.tiers):
-                    fs = sizes[k]
-                    if t % fs:
-                        continue
-                    above = None
-                    if k:
-                        j = (t % sizes[k - 1]) // fs
-                        above = conds[k - 1][:, j]
-                    conds[k] = tier.step(buf[:, t - fs : t], above)
-            cond = conds[-1][:, t % fb]
-            # first layer: Σ_p table[p][c[t - fb + p]] + conditioning (mlp_in's bias inside)
-            torch.add(buf[:, t - fb : t], offsets, out=idx)
-            x = F.embedding_bag(idx, table, mode="sum")
-            x += cond
-            for layer in layers:
-                if layer is None:
-                    x.relu_()
-                else:
-                    x = torch.addmm(layer[0], x, layer[1], out=layer[2])
-            if logits_out is not None:
-                logits_out[:, i] = x
-            if temperature > 0:
-                if noise is None or t - noise_at >= block:
-                    noise = gumbel(min(block, start + n - t), b, q, temperature,
-                                   generator, like=table)
-                    noise_at = t
-                x += noise[t - noise_at]
-            torch.argmax(x, dim=1, out=code)
-            buf[:, t] = code
-            if progress and ((i + 1) % progress_every == 0 or i + 1 == n):
-                progress(i + 1, n)
+        samples = _frame_samples()
+        i = 0
+        while i < n:
+            t = start + i  # a new lowest frame: step the tiers that are due
+            for k, tier in enumerate(self.tiers):
+                fs = sizes[k]
+                if t % fs:
+                    continue
+                above = None
+                if k:
+                    j = (t % sizes[k - 1]) // fs
+                    above = conds[k - 1][:, j]
+                conds[k] = tier.step(buf[:, t - fs : t], above)
+            m = min(fb, n - i)
+            if temperature > 0 and (noise is None or t + m > noise_at + noise.shape[0]):
+                noise = gumbel(min(block, n - i), b, q, temperature, generator, like=self.table)
+                noise_at = t
+            samples(buf, t, m, fb, conds[-1], self.table, self.offsets, self.idx,
+                    w1, b1, o1, w2, b2, o2, w3, b3, o3,
+                    noise if temperature > 0 else None, noise_at, logits_out, i)
+            i += m
+            if progress and (i % progress_every == 0 or i == n):
+                progress(i, n)
+
+
+def frame_samples(buf: Tensor, t0: int, m: int, fb: int, cond: Tensor, table: Tensor,
+                  offsets: Tensor, idx: Tensor,
+                  w1: Tensor, b1: Tensor, o1: Tensor, w2: Tensor, b2: Tensor, o2: Tensor,
+                  w3: Tensor, b3: Tensor, o3: Tensor,
+                  noise: Optional[Tensor], noise_at: int,  # noqa: UP045 (TorchScript)
+                  logits_out: Optional[Tensor], i0: int) -> None:  # noqa: UP045
+    """The sample MLP and the draw for samples t0 .. t0 + m - 1 of one lowest frame.
+
+    `cond` (B, fb, H): the frame's conditioning (mlp_in's bias inside). The first layer is
+    Σ_p table[p][c[t - fb + p]] (one embedding_bag); `noise` is T × Gumbel noise from
+    sample `noise_at` on (None: argmax). Written for TorchScript: typed, no closures.
+    """
+    for j in range(m):
+        t = t0 + j
+        torch.add(buf[:, t - fb : t], offsets, out=idx)
+        x = F.embedding_bag(idx, table, mode="sum")
+        x += cond[:, t % fb]
+        x = torch.addmm(b1, x.relu_(), w1, out=o1)
+        x = torch.addmm(b2, x.relu_(), w2, out=o2)
+        x = torch.addmm(b3, x.relu_(), w3, out=o3)
+        if logits_out is not None:
+            logits_out[:, i0 + j] = x
+        if noise is not None:
+            x += noise[t - noise_at]
+        buf[:, t] = torch.argmax(x, dim=1)
+
+
+#: False: always run `frame_samples` eagerly (tests compare the two)
+SCRIPTED = True
+_scripted: list[Callable[..., None]] = []
+
+
+def _frame_samples() -> Callable[..., None]:
+    """`frame_samples` compiled by TorchScript (once per process), else itself.
+
+    Measured (bench/RESULTS.md): TorchScript runs the per-sample ops with far less
+    overhead than the Python interpreter, and scripts in a fraction of a second
+    (torch.compile took minutes here). TorchScript is deprecated in torch 2.x: where it is
+    gone or fails, the same function runs eagerly with the same results.
+    """
+    if not SCRIPTED:
+        return frame_samples
+    if not _scripted:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _scripted.append(torch.jit.script(frame_samples))
+        except Exception:  # noqa: BLE001 - any failure: the eager function is the same code
+            _scripted.append(frame_samples)
+    return _scripted[0]
 
 
 def _mlp_layers(mlp: nn.Sequential) -> list[nn.Linear | None]:
