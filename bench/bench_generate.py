@@ -30,6 +30,7 @@ from _common import machine, write_section
 from torch import Tensor
 
 from audiolstm.generation.strategies import generate_frames
+from audiolstm.models import samplernn_step
 from audiolstm.models.base import cpu_backend
 from audiolstm.models.frame_rnn import AudioRNN
 from audiolstm.models.samplernn import SampleRNN
@@ -201,11 +202,10 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
 
     def draw() -> None:
         logits.add_(noise[5])
-        torch.argmax(logits, dim=1, out=loop.code)
-        buf[:, 40] = loop.code
+        buf[:, 40] = torch.argmax(logits, dim=1)
 
     block = max(1, (1 << 20) // (b * q))
-    parts = {
+    parts = {  # (timed eagerly: under TorchScript each costs less, the rest shrinks)
         "embedding_bag over the folded table + conditioning": first,
         "3 × (ReLU, addmm into a buffer)": mlp,
         "draw: add Gumbel noise + argmax + store": draw,
@@ -225,8 +225,9 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
 
 def samplernn_section(args: argparse.Namespace) -> str:
     lines = []
-    summary = ["| H | streams | before: samples/s (× real time) | after: samples/s "
-               "(× real time) | speed-up |", "|---|---|---|---|---|"]
+    summary = ["| H | streams | before: samples/s (× real time) | after, eager: samples/s "
+               "(× real time) | after, TorchScript: samples/s (× real time) | speed-up |",
+               "|---|---|---|---|---|---|"]
     budgets = []
     at = load()
     for hidden in (256, 1024):
@@ -244,9 +245,14 @@ def samplernn_section(args: argparse.Namespace) -> str:
             before = per_step(lambda k, m=model, s=seed: reference_generate(
                 m, s, k, generator=torch.Generator().manual_seed(0)), n // 4)
             model.generate(seed, 64)
+            samplernn_step.SCRIPTED = False
+            eager = per_step(lambda k, m=model, s=seed: m.generate(
+                s, k, generator=torch.Generator().manual_seed(0)), n)
+            samplernn_step.SCRIPTED = True
             after = per_step(lambda k, m=model, s=seed: m.generate(
                 s, k, generator=torch.Generator().manual_seed(0)), n)
             summary.append(f"| {hidden} | {b} | {b / before:,.0f} ({b / before / SR:.2f}×) | "
+                           f"{b / eager:,.0f} ({b / eager / SR:.2f}×) | "
                            f"{b / after:,.0f} ({b / after / SR:.2f}×) | {before / after:.1f}× |")
             print(summary[-1], flush=True)
             for label, total, parts in (

@@ -59,10 +59,12 @@ def torch_threads(n: int) -> Iterator[None]:
 def loop_threads(batch: int, mlp_hidden: int) -> int:
     """Threads for the per-sample loop: one, unless a step has enough arithmetic to share.
 
-    Measured (bench/bench_generate.py): below ~1 MFLOP per step a second thread loses.
+    Measured (bench/bench_generate.py, on the shared 2-core machine): at 16 streams of
+    H = 256 (~6 MFLOP a step) two threads were no faster than one; only steps far above
+    that (16 streams at H = 1024, ~80 MFLOP) are given every thread.
     """
     flops = 2 * batch * (2 * mlp_hidden * mlp_hidden + 256 * mlp_hidden)
-    return torch.get_num_threads() if flops >= (1 << 21) else 1
+    return torch.get_num_threads() if flops >= (1 << 25) else 1
 
 
 class _TierStep:
