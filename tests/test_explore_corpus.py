@@ -226,7 +226,11 @@ def test_explore_command_on_a_folder(tmp_path: Path) -> None:
     signal, bounds = _concat(files)
     n = signal.size
     assert r["source"]["num_samples"] == n
-    ranges = contiguous_ranges(n, (0.8, 0.1, 0.1))  # today: the concatenation is split
+    # split_by=time (the default): every file is split by data.splits, as training does
+    ranges: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
+    for (_, x), (_, start) in zip(files, bounds, strict=True):
+        for s, (a, b) in split_bounds(x.size, [0.8, 0.1, 0.1]).items():
+            ranges[s].append((start + a, start + b))
     threshold = 0.01 * math.sqrt(float(np.mean(signal.astype(np.float64) ** 2)))
     for f, (name, x), (_, start) in zip(rows, files, bounds, strict=True):
         assert (f["name"], f["start_sample"], f["end_sample"]) == (name, start, start + x.size)
@@ -238,5 +242,7 @@ def test_explore_command_on_a_folder(tmp_path: Path) -> None:
                   for s, rs in ranges.items()}
         assert f["split_seconds"] == pytest.approx(expect)
     assert (run / "files.png").is_file() and "files.png" in r["files"]
-    assert r["splits"]["train"]["end_seconds"] == pytest.approx(ranges["train"][0][1] / SR)
+    assert r["splits"]["train"]["end_seconds"] == pytest.approx(ranges["train"][-1][1] / SR)
+    np.testing.assert_allclose(r["splits"]["val"]["ranges_seconds"],
+                               [[a / SR, b / SR] for a, b in ranges["val"]])
     assert "## Files (4)" in (run / "explore.md").read_text()

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from audiolstm.atomic import write_json
 from audiolstm.data.normalize import Normalizer, fit_normalizer
+from audiolstm.data.planning import plan_splits
 from audiolstm.data.representation import Representation
 from audiolstm.data.settings import data_config
 from audiolstm.data.sources import Corpus, corpus_from_config
@@ -31,9 +32,6 @@ from audiolstm.data.splits import (
     FileRow,
     Piece,
     SplitPlan,
-    assign_files,
-    split_by_file,
-    split_by_time,
 )
 from audiolstm.data.state import DataState
 from audiolstm.data.windows import (
@@ -173,7 +171,7 @@ class AudioDataModule(pl.LightningDataModule):
         if self.signal is not None:
             return
         corpus = self._load()
-        plan = self._plan(corpus)
+        plan = plan_splits(corpus, self.data_cfg, self._recorded)
         signal = corpus.signal
         self.corpus, self.plan, self.signal = corpus, plan, signal
         self.pieces = {s: [signal[p.start : p.end] for p in plan.pieces[s]] for s in SPLITS}
@@ -214,70 +212,6 @@ class AudioDataModule(pl.LightningDataModule):
         view, piece = self._longest(split)
         assert self.corpus is not None
         return view, self.corpus.files[piece.file].name if self.corpus.files else ""
-
-    def _plan(self, corpus: Corpus) -> SplitPlan:
-        d = self.data_cfg
-        ratios = tuple(float(r) for r in d["splits"])
-        bounds = [(f.start, f.end) for f in corpus.files]
-        files = tuple((f.name, f.path, f.start, f.end, f.rate, f.channels) for f in corpus.files)
-        skipped = tuple({"name": s.name, "path": s.path, "reason": s.reason}
-                        for s in corpus.skipped)
-        listed_column = any(s is not None for s in corpus.listed_splits)
-        if d["split_by"] == "time":
-            if listed_column:
-                raise UserError(f"{corpus.origin}: the manifest assigns files to splits (its "
-                                "split column); set data.split_by=file to use it")
-            return SplitPlan("time", ratios, files, split_by_time(bounds, ratios),
-                             skipped=skipped)
-        n = len(corpus.files)
-        if n < len(SPLITS):
-            raise UserError(f"{corpus.origin}: data.split_by=file needs at least {len(SPLITS)} "
-                            f"files (one per split: {', '.join(SPLITS)}); it has {n}")
-        recorded = {r["name"]: r["split"] for r in self._recorded.get("files", [])
-                    if self._recorded.get("split_by") == "file"}
-        if recorded:  # restored from a checkpoint: its files keep their splits
-            assignment = [recorded.get(f.name, "train") for f in corpus.files]
-            listed = bool(self._recorded.get("listed"))
-            new = [f.name for f in corpus.files if f.name not in recorded]
-            if new:
-                log.warning("%d files were not in the checkpoint's corpus (first: %s); "
-                            "they count as train", len(new), new[0])
-        elif any((d.get("file_splits") or {}).values()):
-            assignment, listed = self._listed_assignment(corpus, d["file_splits"]), True
-        elif listed_column:
-            assignment, listed = [str(s) for s in corpus.listed_splits], True
-        else:
-            durations = [f.num_samples for f in corpus.files]
-            assignment, listed = assign_files(durations, ratios, int(d["split_seed"])), False
-        for s in SPLITS:
-            if s not in assignment:
-                raise UserError(f"{corpus.origin}: no file is assigned to the {s} split "
-                                "(data.split_by=file with listed splits)")
-        return SplitPlan("file", ratios, files, split_by_file(bounds, assignment),
-                         seed=None if listed else int(d["split_seed"]), listed=listed,
-                         skipped=skipped)
-
-    @staticmethod
-    def _listed_assignment(corpus: Corpus, file_splits: Mapping[str, Any]) -> list[str]:
-        """data.file_splits {split: [names]} -> a split per file (unlisted: train)."""
-        index: dict[str, int] = {}
-        for i, f in enumerate(corpus.files):
-            for alias in (f.name, f.path, Path(f.name).name):
-                index.setdefault(alias, i)
-        out = ["train"] * len(corpus.files)
-        seen: dict[int, str] = {}
-        for split, names in file_splits.items():
-            for name in names:
-                i = index.get(str(name), index.get(str(Path(str(name)).expanduser().resolve())))
-                if i is None:
-                    raise UserError(f"data.file_splits.{split}: {name} is not a file of "
-                                    f"{corpus.origin}")
-                if i in seen and seen[i] != split:
-                    raise UserError(f"data.file_splits: {name} is listed in both {seen[i]} "
-                                    f"and {split}")
-                seen[i] = split
-                out[i] = split
-        return out
 
     def _check_lengths(self) -> None:
         """Every split must hold at least one example: say what duration would."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from audiolstm.analysis.explore.corpus import SILENT_SHARE_DEFINITION, file_table
 from audiolstm.analysis.explore.formatting import clock
@@ -51,16 +51,19 @@ from audiolstm.analysis.explore.statistics import (
 )
 from audiolstm.atomic import atomic_write
 from audiolstm.data.normalize import SCHEMES as NORM_SCHEMES
-from audiolstm.data.settings import validate_data
-from audiolstm.data.sources import source_signal
+from audiolstm.data.planning import plan_splits
+from audiolstm.data.settings import data_config, validate_data
+from audiolstm.data.sources import corpus_from_config
 from audiolstm.data.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
 #: How the splits of a corpus are drawn today (what training does with `data=folder`).
-SPLIT_RULE = "the splits are contiguous ranges of the files' concatenation (data.splits)"
+SPLIT_RULES = {
+    "time": "every file is split contiguously by data.splits (data.split_by=time)",
+    "file": "whole files go to train/val/test (data.split_by=file)",
+}
 #: `data` keys that choose which files make a corpus (passed on to the source if present).
-CORPUS_KEYS = ("recursive", "decode_workers", "on_bad_file")
 #: Split boundaries marked on the envelope at most (more would hide it: see files.png).
 MAX_SPLIT_MARKS = 6
 
@@ -105,7 +108,7 @@ def explore_signal(
     opts: ExploreOptions,
     out_dir: str | os.PathLike[str],
     ranges: SplitRanges | None = None,
-    split_rule: str = SPLIT_RULE,
+    split_rule: str = SPLIT_RULES["time"],
 ) -> dict[str, Any]:
     """Run the whole study on a (memory-mapped) signal and write every output to `out_dir`.
 
@@ -214,14 +217,11 @@ def load(data: DictConfig, opts: ExploreOptions) -> tuple[np.ndarray, dict, Spli
     The signal is the cached, memory-mapped one training reads; its meta lists the
     files' boundaries; the splits are drawn as training draws them.
     """
-    # the corpus settings of the data group (when it has them) reach the source unchanged
-    extra = {k: data[k] for k in CORPUS_KEYS if k in data}
-    signal, meta = source_signal(
-        source=data.source, path=data.get("path"), sample_rate=data.sample_rate,
-        cache_dir=data.cache_dir, synth_seconds=data.synth_seconds, synth_seed=data.synth_seed,
-        **extra,
-    )
-    return signal, meta, contiguous_ranges(int(signal.shape[0]), opts.splits), SPLIT_RULE
+    settings = dict(vars(data_config(OmegaConf.to_container(data, resolve=True))))
+    corpus = corpus_from_config(settings)
+    plan = plan_splits(corpus, settings)
+    ranges = {s: [(p.start, p.end) for p in plan.pieces[s]] for s in SPLITS}
+    return corpus.signal, corpus.meta, ranges, SPLIT_RULES[plan.split_by]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
