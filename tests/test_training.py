@@ -97,6 +97,14 @@ def test_checkpoint_restores_model_normaliser_and_representation(tmp_path: Path)
         assert torch.equal(same.state_dict()[k], v)
 
 
+def test_max_steps_before_any_validation_finishes_the_run(tmp_path: Path) -> None:
+    """Early stopping watches val/loss: a run stopped by max_steps mid-epoch has none yet."""
+    run(compose_cfg([*TINY, "~callbacks.sample_generation", "+trainer.max_steps=2",
+                     "trainer.max_epochs=-1"], tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 2
+
+
 def test_init_from_loads_weights_with_new_hyperparameters(tmp_path: Path) -> None:
     run(compose_cfg([*TINY, "~callbacks.sample_generation"], tmp_path / "a"))
     src = tmp_path / "a/checkpoints/last.ckpt"
