@@ -7,7 +7,8 @@
   finite, back-propagates, clips and steps;
 - optimiser and scheduler from `_partial_` Hydra nodes in the hyper-parameters;
 - exact split-wide evaluation means: subclasses `accumulate` sums and counts per
-  batch, `reduced_eval_sums` sums them over DDP ranks at epoch end;
+  batch, `reduced_eval_sums` sums them over DDP ranks at epoch end; evaluation runs in
+  float32 even under `trainer.precision=bf16-mixed` (`float32_eval`);
 - checkpoint extras (data state: settings, normaliser, representation; W&B run id)
   stored as plain containers so checkpoints load with `weights_only=True`.
 """
@@ -69,6 +70,29 @@ def cpu_backend(single_step: bool) -> Iterator[None]:
                 yield
     else:
         yield
+
+@contextlib.contextmanager
+def float32_eval(device: torch.device | str) -> Iterator[None]:
+    """Turn autocast off: evaluation and generation run in float32 whatever the precision.
+
+    Under `trainer.precision=bf16-mixed` Lightning wraps every step in a bf16 autocast;
+    only training needs the speed. Validation/test metrics, baselines and likelihoods are
+    then computed from float32 outputs (the exact means stay exact, and a run's val/loss
+    measures the float32 model that generation and checkpoints use), and generation from
+    bf16-trained weights is float32 too. The weights are float32 under mixed precision.
+    """
+    device_type = torch.device(device).type
+    if device_type not in ("cpu", "cuda", "mps", "xpu"):
+        yield
+        return
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield
+
+
+def at_least_float32(t: Tensor) -> Tensor:
+    """bf16/float16 -> float32 (a loss's digits); float32 and float64 stay as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 
@@ -149,13 +173,15 @@ class AudioModel(pl.LightningModule):
         raise NotImplementedError
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with float32_eval(self.device):
+            self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
+        with float32_eval(self.device):
+            self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

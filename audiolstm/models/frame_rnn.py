@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from audiolstm.errors import UserError
 from audiolstm.evaluation.baselines import copy_overlap_mse, new_sample_mse, ridge_predict
 from audiolstm.evaluation.metrics import baseline_mse
-from audiolstm.models.base import AudioModel, State, run_chunks
+from audiolstm.models.base import AudioModel, State, at_least_float32, run_chunks
 from audiolstm.models.frame_step import FrameStepper
 from audiolstm.models.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
 from audiolstm.models.losses import multi_resolution_stft_loss
@@ -150,7 +150,12 @@ class AudioRNN(AudioModel):
         return self.head(h), new_state
 
     def objective(self, out: Tensor, y: Tensor) -> Tensor:
-        """The training loss for head outputs `out` and target frames `y`."""
+        """The training loss for head outputs `out` and target frames `y`.
+
+        Always computed in float32: under bf16-mixed the head's outputs are bf16, and the
+        likelihoods (logs of CDF differences) and the STFT loss need float32's digits.
+        """
+        out, y = at_least_float32(out), at_least_float32(y)
         if self.hparams.head != "mse":
             return self.head.nll(out, y)
         kind = self.hparams.loss

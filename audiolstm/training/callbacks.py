@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 
 from audiolstm.generation.pipeline import continue_audio, write_outputs
 from audiolstm.generation.strategies import Sampling
+from audiolstm.models.base import float32_eval
 from audiolstm.runinfo import SAMPLE_FIELDS
 
 
@@ -125,8 +126,9 @@ class SampleGeneration(Callback):
             state = dm.data_state()  # the statistics in use now (a resumed run restores them)
             sampling = Sampling(self.temperature, self.feedback_noise,
                                 torch.Generator(device=pl_module.device).manual_seed(epoch))
-            cont = continue_audio(pl_module, state, seed, "val", self.seconds, self.strategy,
-                                  None, self.deticking, sampling=sampling)
+            with float32_eval(pl_module.device):  # float32 whatever trainer.precision
+                cont = continue_audio(pl_module, state, seed, "val", self.seconds,
+                                      self.strategy, None, self.deticking, sampling=sampling)
         finally:
             pl_module.train(was_training)
         out_dir = Path(trainer.default_root_dir) / self.dirname

@@ -35,6 +35,7 @@ from audiolstm.models.registry import build_model
 from audiolstm.runinfo import METRIC_FIELDS, epoch_curves, now_iso
 from audiolstm.training.callbacks import ReseedEachBatch
 from audiolstm.training.device import check_device, configure_cuda, uses_cuda
+from audiolstm.training.precision import apply_precision, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def run(cfg: DictConfig) -> float:
     started_at = now_iso()
     validate_train(cfg)
     check_device(cfg)  # trainer=gpu without CUDA: one line, not a Lightning traceback
+    check_precision(cfg.trainer)  # a value Lightning does not know, float16 on CPU: one line
+    precision = apply_precision(cfg.trainer)  # `auto` -> bf16-mixed or 32-true, logged
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -181,6 +184,7 @@ def run(cfg: DictConfig) -> float:
         "val": val_metrics,
         **{key: test_metrics.get(metric) for metric, key in METRIC_FIELDS.items()},
         "params": model.num_params,
+        "precision": precision.value,
         **dm.split_summary(),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
