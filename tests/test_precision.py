@@ -42,7 +42,7 @@ TINY = [*SMOKE, "model=lstm_300x1", "model.hidden_sizes=[16]", "data.x_len=200",
         "callbacks.progress_bar._target_=audiolstm.training.callbacks.PlainProgressBar"]
 TINY_SAMPLERNN = [*SMOKE, "experiment=samplernn", "model.hidden_sizes=[32]",
                   "model.mlp_hidden=32", "model.embed_dim=8", "data.x_len=256",
-                  "data.seq_len=2", "model.tbptt_steps=4",
+                  "data.seq_len=2", "data.batch_size=4", "model.tbptt_steps=4",
                   "callbacks.progress_bar._target_=audiolstm.training.callbacks.PlainProgressBar"]
 
 
@@ -110,15 +110,12 @@ def test_gpu_precisions_are_known_on_gpu() -> None:
         P.check_precision({"accelerator": "gpu", "precision": "fp8"})
 
 
-@pytest.mark.parametrize("value,fragment", [("fp8", "not a precision Lightning knows"),
-                                            ("16-mixed", "not supported on CPU")])
-def test_bad_precision_on_the_command_line_exits_2(value: str, fragment: str,
-                                                   tmp_path: Path) -> None:
-    res = run_script("train.py", f"trainer.precision={value}", f"hydra.run.dir={tmp_path / 'r'}")
+def test_float16_on_cpu_on_the_command_line_exits_2(tmp_path: Path) -> None:
+    res = run_script("train.py", "trainer.precision=16-mixed", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.returncode == 2, res.stderr[-2000:]
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: trainer.precision=")
-    assert fragment in lines[0] and "Traceback" not in res.stderr
+    assert "not supported on CPU" in lines[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "r/checkpoints").exists()  # refused before anything was built
 
 
@@ -131,7 +128,7 @@ def test_run_checks_the_precision_before_building_anything(tmp_path: Path) -> No
 # ----------------------------------------------------------------------------- numerics
 
 
-def _fixed_batch(d: int = 64, b: int = 8, t: int = 9) -> torch.Tensor:
+def _fixed_batch(d: int = 64, b: int = 4, t: int = 6) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     n = torch.arange(b * t * d, dtype=torch.float32)
     sig = 0.5 * torch.sin(0.07 * n) + 0.3 * torch.sin(0.31 * n) + 0.05 * torch.randn(
@@ -151,7 +148,7 @@ SAMPLERNN_CASES = {"samplernn_2tier": [16], "samplernn_3tier": [64, 16]}
 
 
 def _trained_net(case: str) -> tuple[torch.nn.Module, callable]:
-    """A small net after 30 float32 Adam steps on the fixed batch, and its loss function."""
+    """A small net after 15 float32 Adam steps on the fixed batch, and its loss function."""
     batch = _fixed_batch()
     torch.manual_seed(0)
     if case in SAMPLERNN_CASES:
@@ -168,7 +165,7 @@ def _trained_net(case: str) -> tuple[torch.nn.Module, callable]:
         def loss_fn() -> torch.Tensor:
             return net.objective(net(batch[:, :-1])[0], batch[:, 1:])
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(30):
+    for _ in range(15):
         opt.zero_grad()
         loss_fn().backward()
         opt.step()
@@ -193,29 +190,11 @@ def test_loss_under_bf16_agrees_with_float32_on_a_fixed_batch(case: str) -> None
     assert math.isfinite(l16)
     assert abs(l16 - l32) <= LOSS_REL_TOL * abs(l32), (l16, l32)
     if "stft" not in case:
+        # The STFT loss's log-magnitude term divides by near-zero spectral bins: rounding the
+        # predictions to bf16 alone (in float32 arithmetic) can turn its gradient around, so
+        # its direction is not compared; training with it still reaches the float32 loss
+        # (bench/RESULTS.md, "bf16 mixed precision: every objective on a fixed batch").
         assert F.cosine_similarity(g16, g32, dim=0) >= GRAD_COS_MIN
-
-
-def test_stft_gradient_is_ill_conditioned_at_bf16_resolution() -> None:
-    """Why the STFT loss's bf16 gradient is not compared with float32's above.
-
-    Its log-magnitude term divides by near-zero spectral bins, so rounding the predictions
-    to bf16 (~0.2 %) already turns its gradient around, in float32 arithmetic: the loss,
-    not the autocast, is what is sensitive. Its value agrees (above), and training under
-    bf16-mixed reaches the float32 loss (bench/RESULTS.md, "bf16 mixed precision").
-    """
-    net, _ = _trained_net("stft")
-    batch = _fixed_batch()
-    with torch.no_grad():
-        out = net(batch[:, :-1])[0]
-
-    def grad(o: torch.Tensor) -> torch.Tensor:
-        o = o.clone().requires_grad_(True)
-        net.objective(o, batch[:, 1:]).backward()
-        return o.grad.flatten()
-
-    rounded = F.cosine_similarity(grad(out), grad(out.bfloat16().float()), dim=0)
-    assert rounded < 0.9
 
 
 # ----------------------------------------------------------------------------- the Lightning path
@@ -326,9 +305,11 @@ def test_bf16_run_leaves_float32_checkpoints_that_generate_in_float32(tmp_path: 
     assert (tmp_path / "gen/generated.wav").is_file()
 
 
+@pytest.mark.slow
 def test_bf16_samplernn_run_checkpoint_generates_in_float32(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run(compose_cfg([*TINY_SAMPLERNN, "trainer.precision=bf16-mixed"], out))
+    run(compose_cfg([*TINY_SAMPLERNN, "trainer.precision=bf16-mixed",
+                     "~callbacks.sample_generation"], out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["precision"] == "bf16-mixed" and summary["test_bits_per_sample"] is not None
     last = out / "checkpoints/last.ckpt"
