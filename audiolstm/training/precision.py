@@ -1,9 +1,9 @@
 """`trainer.precision`: which values are allowed, and what `auto` means on this machine.
 
 Why (issue 15): on a CPU with native bfloat16 (AVX512_BF16 or AMX-BF16) Lightning's
-`bf16-mixed` (autocast to bf16 around every training step) trains the LSTMs ~1.5-4x
-faster (bench/bench_precision.py); on a CPU without it the same setting is emulated and
-slower. So `auto` is a measured choice, made per machine:
+`bf16-mixed` (autocast to bf16 around every training step) costs 1.2-2.1x less CPU time
+per training step (bench/bench_precision.py); on a CPU without it the same setting is
+emulated and slower. So `auto` is a choice made per machine:
 
 - CPU with native bf16 -> `bf16-mixed`; any other CPU -> `32-true`;
 - a CUDA GPU that supports bf16 (Ampere and later) -> `bf16-mixed`, else `32-true`.
