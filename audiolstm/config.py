@@ -9,7 +9,7 @@ is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -27,7 +27,8 @@ from audiolstm.errors import UserError, one_of, positive_int
 from audiolstm.models.base import DEFAULT_OPTIMIZER
 from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
 from audiolstm.models.quantize import KINDS as QUANTIZATIONS
-from audiolstm.models.registry import ARCHS
+from audiolstm.models.registry import ARCHS, samplernn_tiers, unused_settings
+from audiolstm.models.samplernn import check_frame_sizes
 
 
 @dataclass
@@ -94,8 +95,26 @@ def register_configs() -> None:
     cs.store(group="model", name="schema", node=ModelConfig)
 
 
+def _schema_defaults() -> dict[str, Any]:
+    return {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)
+            for f in fields(ModelConfig)}
+
+
+def check_unused_settings(model: DictConfig | ModelConfig, key: str = "model") -> None:
+    """A setting the chosen architecture (or head, or loss) does not read must keep its
+    schema default: `model=samplernn_2tier model.dropout=0.3` is an error, not a run
+    without dropout."""
+    values = to_container(model) if OmegaConf.is_config(model) else vars(model)
+    defaults = _schema_defaults()
+    for name, why in unused_settings(values).items():
+        if name in defaults and values.get(name) != defaults[name]:
+            raise UserError(f"{key}.{name}={values[name]!r} has no effect: {why} "
+                            f"(remove it, or leave it at {defaults[name]!r})")
+
+
 def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
     one_of(model.arch, ARCHS, f"{key}.arch")
+    check_unused_settings(model, key)
     one_of(model.quantization, QUANTIZATIONS, f"{key}.quantization")
     one_of(model.cell, CELLS, f"{key}.cell")
     one_of(model.head, HEADS, f"{key}.head")
@@ -123,6 +142,50 @@ def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
     opt = model.optimizer
     if not isinstance(opt, (dict, DictConfig)) or "_target_" not in opt:
         raise UserError(f"{key}.optimizer must be a node with _target_ (e.g. torch.optim.Adam)")
+    if model.arch == "samplernn":
+        check_frame_sizes(list(model.frame_sizes))
+        samplernn_tiers(list(model.hidden_sizes))
+        for name in ("q_levels", "mlp_hidden", "embed_dim"):
+            positive_int(getattr(model, name), f"{key}.{name}")
+        if model.q_levels < 2:
+            raise UserError(f"{key}.q_levels={model.q_levels!r} must be >= 2")
+
+
+def validate_likelihood(cfg: DictConfig) -> None:
+    """Every head x norm x repr combination that trains either has a meaningful likelihood
+    on the canonical grid (evaluation/likelihood.py) or is refused here, in one line.
+
+    Every normalisation works with every model (all are affine: the canonical grid maps
+    through them exactly; SampleRNN quantises the original-scale audio). What cannot be a
+    likelihood of the audio's samples is a density over *features*: the gaussian and
+    logistic_mixture heads over DFT coefficients (repr=fft|rfft) or over per-dimension
+    standardised values (repr.standardize=true) would need the feature transform's
+    Jacobian and a per-sample marginal the heads do not have. The mse head is scored as a
+    Gaussian-equivalent in the time domain after decoding, so it works with any repr.
+    """
+    model, rep = cfg.model, cfg.repr
+    features = rep.kind != "time" or rep.standardize
+    what = f"repr={rep.kind}" + (" repr.standardize=true" if rep.standardize else "")
+    if model.arch == "frame_rnn" and model.head != "mse" and features:
+        raise UserError(
+            f"model.head={model.head} with {what}: the head would be a density over "
+            f"{'DFT coefficients' if rep.kind != 'time' else 'standardised features'}, not "
+            "over the audio's samples, so its bits/sample would not be a likelihood of the "
+            "audio; use repr=time repr.standardize=false (or model.head=mse)")
+    if model.arch == "samplernn":
+        if features:
+            raise UserError(f"model.arch=samplernn with {what}: SampleRNN models raw samples; "
+                            "use repr=time repr.standardize=false")
+        hop, x_len = cfg.data.hop, cfg.data.x_len
+        if hop is not None and hop != x_len:
+            raise UserError(f"data.hop={hop}: model.arch=samplernn reads frames as one "
+                            f"contiguous signal; leave data.hop unset (= data.x_len={x_len})")
+        top = model.frame_sizes[0]
+        if (cfg.data.seq_len + 1) * x_len <= top:
+            raise UserError(
+                f"data.seq_len={cfg.data.seq_len}, data.x_len={x_len}: an example of "
+                f"{(cfg.data.seq_len + 1) * x_len} samples has no target after SampleRNN's "
+                f"first frame of model.frame_sizes[0]={top}; make examples longer")
 
 
 def validate_train(cfg: DictConfig) -> None:
@@ -131,13 +194,7 @@ def validate_train(cfg: DictConfig) -> None:
     validate_norm(cfg.norm)
     validate_repr(cfg.repr)
     validate_model(cfg.model)
-    if cfg.model.arch == "samplernn":
-        if cfg.norm.scheme not in ("minmax", "minmax_union"):
-            raise UserError(f"model.arch=samplernn quantises samples in [-1, 1]: use norm=minmax "
-                            f"(norm.scheme={cfg.norm.scheme} would clip them)")
-        if cfg.data.x_len % cfg.model.frame_sizes[0]:
-            raise UserError(f"data.x_len={cfg.data.x_len} must be a multiple of "
-                            f"model.frame_sizes[0]={cfg.model.frame_sizes[0]} for SampleRNN")
+    validate_likelihood(cfg)
     if cfg.ckpt_path and cfg.init_from:
         raise UserError("ckpt_path and init_from are exclusive: resume OR warm-start, not both")
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")

@@ -50,7 +50,19 @@ SUMMARY_FIELDS: tuple[SummaryField, ...] = (
     SummaryField("test_rel_zero", "test / zero", metric="test/rel_zero"),
     SummaryField("test_rel_persistence", "test / persistence", metric="test/rel_persistence"),
     SummaryField("test_rel_ridge", "test / ridge", metric="test/rel_ridge"),
-    SummaryField("test_bits_per_sample", "bits / sample", metric="test/bits_per_sample"),
+    # −log2 P per sample of the original-scale audio on 256 linear levels over [-1, 1]
+    # (evaluation/likelihood.py, GRID_NAME; MSE models: Gaussian-equivalent)
+    SummaryField("test_bits_per_sample", "bits / sample (linear256[-1,1])",
+                 metric="test/bits_per_sample"),
+    # "likelihood" (the model's own) or "Gaussian-equivalent" (MSE models)
+    SummaryField("bits_kind", "bits kind", fmt="text"),
+    SummaryField("test_bits_per_sample_ridge", "ridge bits / sample",
+                 metric="test/bits_per_sample_ridge"),
+    SummaryField("test_bits_per_sample_zero", metric="test/bits_per_sample_zero"),
+    SummaryField("test_bits_per_sample_persistence", metric="test/bits_per_sample_persistence"),
+    # SampleRNN's default own grid (its loss in bits), beside the canonical number
+    SummaryField("test_bits_per_sample_mulaw256", metric="test/bits_per_sample_mulaw256"),
+    SummaryField("bits_grid", fmt="text"),
     SummaryField("tick_score", "tick score", sample=True),
     SummaryField("rms_ratio", "RMS ratio", sample=True),
     SummaryField("rms_ratio_2s", "RMS 2 s", sample=True),

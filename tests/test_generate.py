@@ -197,10 +197,82 @@ def test_continuation_is_at_original_scale(kind: str) -> None:
     seed = train[:400]
     cont = continue_audio(model, state, seed, "train", seconds=0.1)
     assert cont.seed_len == 400 and len(cont.generated) == 800
-    np.testing.assert_allclose(cont.audio[:400], seed, rtol=1e-5, atol=1e-2)
-    # a normalised prediction of magnitude ~1 comes back at ~3000 (denormalised)
-    assert 100 < np.abs(cont.generated - 500).mean() < 30000
+    assert np.array_equal(cont.audio[:400], seed)  # the seed itself, untouched
+    # the same generation by hand: normalise, encode, generate, decode, denormalise
+    rep = Representation(kind, 40)
+    feats = rep.encode(torch.as_tensor((seed.reshape(10, 40) - norm.shift) / norm.scale))
+    gen = rep.decode(generate_frames(model, feats.float(), 20)).double().numpy()
+    expected = (gen * norm.scale + norm.shift).reshape(-1)
+    np.testing.assert_allclose(cont.generated, expected, rtol=1e-5, atol=1e-4 * norm.scale)
+    assert np.abs(cont.generated - 500).mean() > 0.01 * norm.scale  # not the mean alone
     assert cont.metrics["real_time_factor"] > 0
+
+
+def _constant_model(frame: torch.Tensor) -> AudioRNN:
+    """A model whose next frame is `frame` (normalised) whatever it has seen."""
+    model = AudioRNN(input_dim=frame.numel(), hidden_sizes=[5])
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(frame)
+    return model.eval()
+
+
+@pytest.mark.parametrize("hop,deticking", [(8, "none"), (8, "crossfade"), (4, "none"),
+                                           (4, "ola")])
+def test_known_answer_pins_the_seed_generation_boundary(hop: int, deticking: str) -> None:
+    """Next frame = a fixed ramp `b` (normalised): the audio is the seed to its last sample,
+    then exactly b (at the original scale) frame after frame, or its new samples with
+    overlap; nothing of the seed is rewritten (overlap-add included)."""
+    x_len, sr = 8, 8000
+    norm = fit_normalizer("std", np.random.default_rng(2).normal(0.1, 0.2, 5000))
+    state = _data_state(x_len, hop, "time", norm)
+    b = torch.linspace(-1.0, 1.5, x_len)
+    seed = np.random.default_rng(3).normal(0.1, 0.2, 44).astype(np.float32)
+    cont = continue_audio(_constant_model(b), state, seed, "test", seconds=40 / sr,
+                          deticking=deticking, crossfade=4)
+    seed_len = 40 if hop == x_len else 44  # whole frames of the seed
+    assert cont.seed_len == seed_len and len(cont.generated) == 40
+    assert np.array_equal(cont.audio[:seed_len], seed[:seed_len])
+    frame = (b.double().numpy() * norm.scale + norm.shift).astype(np.float32)
+    if hop == x_len:
+        expected = np.tile(frame, 5)
+        if deticking == "crossfade":  # each frame's start ramps from the slope before it
+            ramp = 1 - np.arange(4) / 4
+            expected[:4] -= (frame[0] - (2 * seed[39] - seed[38])) * ramp  # from the seed
+            for k in range(1, 5):  # from the previous (generated) frame's last two
+                expected[8 * k : 8 * k + 4] -= (frame[0] - (2 * frame[-1] - frame[-2])) * ramp
+    elif deticking == "none":
+        expected = np.tile(frame[x_len - hop :], 10)
+    else:  # overlap-add of identical frames: a hop-periodic blend of b
+        w = np.hanning(x_len + 2)[1:-1] + 1e-3
+        blend = (w[:hop] * frame[:hop] + w[hop:] * frame[hop:]) / (w[:hop] + w[hop:])
+        expected = np.tile(blend, 10)
+        expected[-hop:] = frame[x_len - hop :]  # the last frame's tail has no partner
+    np.testing.assert_allclose(cont.generated, expected, rtol=0, atol=1e-6)
+    assert cont.metrics["rms_seed"] == pytest.approx(
+        float(np.sqrt(np.mean(seed[:seed_len].astype(np.float64) ** 2))), rel=1e-9)
+
+
+def test_known_answer_sample_model_at_original_scale() -> None:
+    """A SampleRNN that always picks one mu-law level: the generated audio is that level's
+    original-scale value exactly, right after the untouched seed, whatever the norm."""
+    from audiolstm.models.quantize import mu_law_decode
+    from audiolstm.models.samplernn import SampleRNN
+
+    torch.manual_seed(0)
+    model = SampleRNN(frame_sizes=[4], hidden=6, mlp_hidden=8, embed_dim=3).eval()
+    with torch.no_grad():
+        model.mlp[-1].weight.zero_()
+        model.mlp[-1].bias.fill_(-50.0)
+        model.mlp[-1].bias[200] = 50.0
+    norm = fit_normalizer("minmax01", np.random.default_rng(4).normal(0.0, 0.05, 3000))
+    state = _data_state(8, None, "time", norm)
+    model.data_state = state  # as a checkpoint carries it: codes of the original scale
+    seed = np.random.default_rng(5).normal(0.0, 0.05, 30).astype(np.float32)
+    cont = continue_audio(model, state, seed, "val", seconds=25 / 8000)
+    level = float(mu_law_decode(torch.tensor(200)))
+    assert cont.seed_len == 30 and np.array_equal(cont.audio[:30], seed)
+    np.testing.assert_allclose(cont.generated, np.full(25, level), rtol=0, atol=1e-6)
 
 
 def _trained_checkpoint(tmp_path: Path, *extra: str) -> Path:
@@ -280,9 +352,24 @@ def test_feedback_noise_and_temperature() -> None:
     greedy = generate_frames(model, seed, 10)
     zero = generate_frames(model, seed, 10, sampling=Sampling(0.0, 0.0))
     assert torch.equal(greedy, zero)
-    noisy = generate_frames(model, seed, 10, sampling=Sampling(0.0, 0.5,
-                                                               torch.Generator().manual_seed(1)))
-    assert torch.equal(noisy[0], greedy[0]) and not torch.allclose(noisy[1:], greedy[1:])
-    torch.manual_seed(3)
-    hot = generate_frames(model, seed, 10, sampling=Sampling(1.0))
-    assert not torch.allclose(hot, greedy)
+
+    def noisy(seed_: int) -> torch.Tensor:
+        return generate_frames(model, seed, 10, sampling=Sampling(
+            0.0, 0.5, torch.Generator().manual_seed(seed_)))
+
+    a, a_again, b = noisy(1), noisy(1), noisy(2)
+    assert torch.equal(a, a_again)  # the noise comes from the generator ...
+    assert not torch.allclose(a[1:], b[1:])  # ... two generators, two continuations
+    assert torch.equal(a[0], greedy[0]) and torch.equal(b[0], greedy[0])  # the first
+    assert not torch.allclose(a[1:], greedy[1:])  # frame is not fed back yet
+
+    def hot(seed_: int, temperature: float = 1.0) -> torch.Tensor:
+        torch.manual_seed(seed_)  # the heads draw from the global generator
+        return generate_frames(model, seed, 10, sampling=Sampling(temperature))
+
+    h3, h3_again, h4 = hot(3), hot(3), hot(4)
+    assert torch.equal(h3, h3_again)
+    assert not torch.allclose(h3, h4)  # two samplings differ from each other ...
+    assert not torch.allclose(h3, greedy)  # ... and from the mean path
+    cool = hot(3, 0.1)  # a low temperature stays near the mean path at first
+    assert (cool[0] - greedy[0]).abs().max() < (h3[0] - greedy[0]).abs().max()

@@ -6,8 +6,15 @@ import math
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from audiolstm.models.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
+from audiolstm.data.normalize import Normalizer
+from audiolstm.data.state import DataState
+from audiolstm.data.windows import identity_collate
+from audiolstm.evaluation.likelihood import bin_index
+from audiolstm.models.frame_rnn import AudioRNN
+from audiolstm.models.heads import GaussianHead, LogisticMixtureHead
+from tests.conftest import FramesDataset, quiet_trainer
 
 LN2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -234,40 +241,82 @@ def test_mixture_sampling_statistics() -> None:
     assert x[near0].std().item() == pytest.approx(0.05 * math.pi / math.sqrt(3), rel=0.03)
 
 
-# ----------------------------------------------------------------------------- units
+# ------------------------------------------------------------- grids and canonical bits
 
 
-def test_bits_per_sample_exact_numbers() -> None:
-    assert bits_per_sample(LN2) == pytest.approx(1.0)
-    assert bits_per_sample(math.log(256.0)) == pytest.approx(8.0)
-    # Continuous: cell width 2/256 → a density of 1 (nll 0) is log2(128) = 7 bits.
-    assert bits_per_sample(0.0, bins=256) == pytest.approx(7.0)
-    # Data normalised by 0.5: one cell is 2/(256·0.5) = 1/64 model units → 6 bits.
-    assert bits_per_sample(0.0, bins=256, scale=0.5) == pytest.approx(6.0)
-    assert bits_per_sample(math.log(2 / 256), bins=256) == pytest.approx(0.0, abs=1e-12)
-    t = bits_per_sample(torch.tensor([LN2, 2 * LN2]))
-    assert isinstance(t, torch.Tensor)
-    torch.testing.assert_close(t, torch.tensor([1.0, 2.0]))
-    with pytest.raises(ValueError, match="bins"):
-        bits_per_sample(1.0, scale=2.0)
-    with pytest.raises(ValueError, match="scale"):
-        bits_per_sample(1.0, bins=256, scale=0.0)
+def test_mixture_grid_follows_the_normaliser() -> None:
+    """Under norm=std (shift 0.1, scale 0.05) the original [-1, 1] is [-22, 18]: the cells
+    tile it, the edge cells are "clipped at ±1", sampling and the mean stay inside."""
+    head = LogisticMixtureHead(hidden=2, dim=1, components=1, bins=256)
+    lo, hi = (-1 - 0.1) / 0.05, (1 - 0.1) / 0.05
+    head.set_grid(lo, hi)
+    x = torch.tensor([-1.0, -1 + 2 / 256, 0.0, 0.5, 1 - 1e-9, 3.0], dtype=torch.float64)
+    y = (x - 0.1) / 0.05
+    assert torch.equal(head.bin_index(y), bin_index(x))
+    params = _mix_params([[[[0.0]]]], [[[[hi + 5.0]]]], [[[[0.0]]]]).expand(1, 5000, 1, 3)
+    draws = head.sample(params, 1.0, generator=torch.Generator().manual_seed(0))
+    assert draws.max().item() == hi and draws.min().item() >= lo
+    assert head.mean(params).max().item() == hi
+    cells = torch.arange(256, dtype=torch.float64)
+    centres = head.bin_centre(cells.long(), torch.float64)
+    assert centres[0].item() == pytest.approx(lo + (hi - lo) / 512)
+    one = _mix_params([[[[0.0]]]], [[[[2.0]]]], [[[[0.5]]]]).expand(256, 1, 1, 3)
+    total = head.log_prob(one, centres[:, None, None]).exp().sum().item()
+    assert total == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="grid"):
+        head.set_grid(1.0, 1.0)
 
 
-def test_bits_per_sample_continuous_matches_discretised_gaussian() -> None:
-    """For σ ≫ cell width, density × width is the cell probability: both give the same bits.
+@pytest.mark.parametrize("bins", [128, 256, 512, 100])
+def test_mixture_canonical_bits_spread_own_cells_uniformly(bins: int) -> None:
+    head = LogisticMixtureHead(hidden=2, dim=1, components=2, bins=bins)
+    params = _mix_params([[[[0.3, -0.2]]]], [[[[0.1, -0.5]]]], [[[[-2.0, -1.0]]]])
+    own = head.log_prob(params.expand(bins, 1, 1, 6),
+                        head.bin_centre(torch.arange(bins), torch.float64)[:, None, None])
+    p_own = own.exp().reshape(-1).numpy()
+    canon = head.canonical_log_prob(params.expand(256, 1, 1, 6),
+                                    torch.arange(256)[:, None, None]).exp().reshape(-1).numpy()
+    # by hand: canonical bin k is [k M/256, (k+1) M/256) in own-cell units
+    expected = []
+    for k in range(256):
+        u, v = k * bins / 256, (k + 1) * bins / 256
+        expected.append(sum(p_own[j] * max(0.0, min(v, j + 1) - max(u, j))
+                            for j in range(int(u), min(bins, int(math.ceil(v))))))
+    torch.testing.assert_close(torch.tensor(canon), torch.tensor(expected), rtol=1e-9, atol=1e-15)
+    assert canon.sum() == pytest.approx(1.0, abs=1e-12)
 
-    Within 2σ the midpoint rule is good to ≈3e-4 bits, far below the 5.6e-3 bits that an
-    off-by-one-level width convention (2/255 instead of 2/256) would add.
-    """
-    bins, mu, sigma = 256, 0.05, 0.2
-    head = GaussianHead(hidden=2, dim=1)
-    normal = torch.distributions.Normal(torch.tensor(mu, dtype=torch.float64),
-                                        torch.tensor(sigma, dtype=torch.float64))
-    centres = -1.0 + (2.0 * torch.arange(bins, dtype=torch.float64) + 1.0) / bins
-    centres = centres[(centres - mu).abs() < 2 * sigma]
-    y = centres.view(1, -1, 1)
-    params = _gauss_params(torch.full_like(y, mu), torch.full_like(y, math.log(sigma)))
-    cont = bits_per_sample(head.nll(params, y, reduction="none"), bins=bins)
-    p_cell = normal.cdf(centres + 1 / bins) - normal.cdf(centres - 1 / bins)
-    torch.testing.assert_close(cont.view(-1), -torch.log2(p_cell), rtol=0, atol=5e-4)
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def test_gaussian_head_bits_against_the_closed_form() -> None:
+    """An AudioRNN whose Gaussian head outputs a fixed (mean, σ) in normalised units, on
+    norm=std data: its val/bits_per_sample is −log2(Φ(b) − Φ(a)) per sample, with the
+    canonical edges of each sample's bin taken to normalised units by hand."""
+    shift, scale = 0.02, 0.2
+    mu_n, sigma_n = 0.5, 0.3  # original scale: N(0.12, 0.06²)
+    model = AudioRNN(input_dim=4, hidden_sizes=[3], head="gaussian")
+    with torch.no_grad():
+        model.head.proj.weight.zero_()
+        model.head.proj.bias.copy_(torch.tensor([mu_n] * 4 + [math.log(sigma_n)] * 4))
+    model.data_state = DataState(
+        data={"x_len": 4}, repr={"kind": "time", "standardize": False},
+        normalizer_state=Normalizer("std", shift, scale, mean=shift).state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = 0.12 + 0.06 * torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
+    x[0, 1, 0], x[0, 1, 1] = 1.4, -1.2  # beyond ±1: the open edge bins
+    frames = ((x - shift) / scale).float()
+    loader = DataLoader(FramesDataset(frames), batch_size=2, collate_fn=identity_collate)
+    res = quiet_trainer().validate(model, loader, verbose=False)[0]
+    total = 0.0
+    for v in frames[:, 1:].double().reshape(-1).tolist():
+        orig = v * scale + shift
+        k = min(255, max(0, math.floor((orig + 1) * 128)))
+        lo = -math.inf if k == 0 else -1 + k / 128
+        hi = math.inf if k == 255 else -1 + (k + 1) / 128
+        a, b = ((lo - shift) / scale - mu_n) / sigma_n, ((hi - shift) / scale - mu_n) / sigma_n
+        if a + b > 0:  # upper half: reflect, so the difference is of two small numbers
+            a, b = -b, -a
+        total -= math.log2(_phi(b) - _phi(a))
+    assert res["val/bits_per_sample"] == pytest.approx(total / frames[:, 1:].numel(), rel=1e-6)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from audiolstm.data.normalize import Normalizer
 from audiolstm.data.state import DataState
 from audiolstm.data.windows import identity_collate
 from audiolstm.models.frame_rnn import AudioRNN, tbptt_step
@@ -184,16 +185,79 @@ def test_probabilistic_heads_train_and_feed_back_the_mean_at_temperature_zero(he
     assert not torch.equal(a, b)  # samples
     frames = torch.rand(4, 6, 4) * 2 - 1
     loader = DataLoader(FramesDataset(frames), batch_size=4, collate_fn=identity_collate)
-    model.data_state = DataState(data={"x_len": 4}, normalizer_state={"scale": 0.5})
+    model.data_state = DataState(
+        data={"x_len": 4}, normalizer_state=Normalizer("std", 0.0, 0.5, mean=0.0).state_dict())
     quiet_trainer(max_epochs=2, limit_val_batches=1).fit(model, loader, loader)
     res = quiet_trainer().validate(model, loader, verbose=False)[0]
     assert "val/bits_per_sample" in res and math.isfinite(res["val/bits_per_sample"])
     assert res["val/mse"] != res["val/loss"]  # loss is the NLL, mse is of the mean
+    if head == "logistic_mixture":  # the default 256 cells over the original [-1, 1]
+        assert model.head.grid == (-2.0, 2.0)
+        assert res["val/bits_per_sample_linear256"] == pytest.approx(
+            res["val/bits_per_sample"], rel=1e-6)
 
 
-def test_bits_per_sample_is_nll_over_ln2_for_the_mixture() -> None:
-    model = AudioRNN(input_dim=3, hidden_sizes=[4], head="logistic_mixture", mixture_bins=256)
-    assert model._bits_per_sample(math.log(2) * 3) == pytest.approx(3.0)
+class RecordingSGD(torch.optim.SGD):
+    """SGD that records the total gradient norm it is asked to step with (`norms`)."""
+
+    def step(self, closure=None):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.norms = [*getattr(self, "norms", []), float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g) for g in grads])))]
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("arch", ["frame_rnn", "samplernn"])
+def test_gradient_clipping_caps_the_norm_the_optimiser_sees(arch: str) -> None:
+    from audiolstm.models.registry import build_model
+
+    opt = {"_target_": "tests.test_model.RecordingSGD", "_partial_": True, "lr": 0.0}
+    seen = {}
+    for clip in (None, 0.05):
+        torch.manual_seed(0)
+        if arch == "frame_rnn":
+            model = AudioRNN(input_dim=3, hidden_sizes=[4], grad_clip=clip, optimizer=opt)
+            frames = 100.0 * torch.randn(4, 5, 3)  # large errors: large gradients
+        else:
+            model = build_model(8, {"arch": "samplernn", "frame_sizes": [4], "hidden_sizes": [6],
+                                    "mlp_hidden": 8, "embed_dim": 4, "q_levels": 16,
+                                    "grad_clip": clip, "optimizer": opt})
+            frames = torch.rand(4, 3, 8) * 2 - 1
+        loader = DataLoader(FramesDataset(frames), batch_size=4, collate_fn=identity_collate)
+        trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
+        trainer.fit(model, loader)
+        seen[clip] = trainer.optimizers[0].norms
+    assert len(seen[None]) == len(seen[0.05]) == 1
+    assert seen[None][0] > 0.05  # it was larger ...
+    assert seen[0.05][0] == pytest.approx(0.05, rel=1e-5)  # ... and was cut to grad_clip
+
+
+def test_zero_baseline_is_the_training_mean_in_every_scheme() -> None:
+    """Under minmax01 zero is the training minimum: the baseline must predict the mean."""
+    from audiolstm.data.normalize import fit_normalizer
+
+    g = torch.Generator().manual_seed(0)
+    train = 0.3 + 0.1 * torch.rand(4000, generator=g, dtype=torch.float64)
+    sig = 0.3 + 0.1 * torch.rand(2 * 8 + 4, generator=g, dtype=torch.float64)
+    for scheme in ("minmax01", "none", "std", "minmax"):
+        norm = fit_normalizer(scheme, train.numpy())
+        m = norm.train_mean()
+        assert m == pytest.approx((float(train.mean()) - norm.shift) / norm.scale, abs=1e-12)
+        y = torch.as_tensor(norm.transform(sig.numpy())).float()
+        for hop in (4, 2):
+            frames = torch.stack([y[hop * k : hop * k + 4] for k in range(5)])[None]
+            model = AudioRNN(input_dim=4, hidden_sizes=[3])
+            model.data_state = DataState(data={"hop": hop, "x_len": 4}, repr={"kind": "time"},
+                                         normalizer_state=norm.state_dict())
+            loader = DataLoader(FramesDataset(frames), batch_size=1,
+                                collate_fn=identity_collate)
+            res = quiet_trainer().validate(model, loader, verbose=False)[0]
+            target = frames[:, 1:].double()
+            assert res["val/mse_zero"] == pytest.approx(((target - m) ** 2).mean().item(),
+                                                        rel=1e-5), scheme
+            if hop == 2:  # copy the known overlap, the mean for the new samples
+                new = ((target[..., 2:] - m) ** 2).mean().item() / 2
+                assert res["val/mse_copy_overlap"] == pytest.approx(new, rel=1e-5), scheme
 
 
 def test_stft_loss_options() -> None:

@@ -76,21 +76,43 @@ def test_chunked_stateful_forward_equals_full_forward(tiers: str, cell: str) -> 
     assert (fresh - full[:, 8 * top :]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("tiers", ["2-tier", "3-tier"])
-def test_logits_are_causal(tiers: str) -> None:
-    fs = TIERS[tiers]
-    model = _model(fs)
-    top = fs[0]
-    codes = model.quantize(_samples(1, top * 6))
-    changed = codes.clone()
-    p = 3 * top + 1  # a sample inside a frame
-    changed[0, p] = (codes[0, p] + 7) % 32
+def _first_affected(model: SampleRNN, codes: torch.Tensor) -> list[int | None]:
+    """For every position p: the first target whose logits change when code p changes."""
+    firsts: list[int | None] = []
     with torch.no_grad():
-        a, _ = model(codes)
-        b, _ = model(changed)
-    diff = (a - b).abs().amax(dim=-1)[0]  # per target; target i is sample top + i
-    assert diff[: p - top + 1].max() == 0  # logits up to and including sample p's own
-    assert diff[p - top + 1] > 0  # the next sample sees it through the MLP
+        ref, _ = model(codes)
+        for p in range(codes.shape[1]):
+            changed = codes.clone()
+            changed[0, p] = (codes[0, p] + 7) % model.q_levels
+            diff = (model(changed)[0] - ref).abs().amax(dim=-1)[0]
+            hit = (diff > 0).nonzero()
+            firsts.append(int(hit[0]) if len(hit) else None)
+    return firsts
+
+
+class _LateTiers(SampleRNN):
+    """A broken model whose frame tiers read one sample late (they see the target itself)."""
+
+    def conditioning(self, codes: torch.Tensor, state=None):
+        late = torch.cat([codes[:, 1:], codes[:, -1:]], dim=1)
+        return super().conditioning(late, state)
+
+
+@pytest.mark.parametrize("tiers", ["2-tier", "3-tier", "4-tier"])
+def test_logits_are_causal(tiers: str) -> None:
+    """Perturb every position p: the first logits that move are exactly those of the next
+    sample (target p − F_0 + 1; every target for context samples), none before; a model
+    whose tiers read one sample late fails the same check."""
+    fs = TIERS[tiers]
+    top = fs[0]
+    model = _model(fs)
+    codes = model.quantize(_samples(1, top * 5))
+    n = codes.shape[1] - top
+    expected = [max(0, p - top + 1) if p - top + 1 < n else None for p in range(codes.shape[1])]
+    assert _first_affected(model, codes) == expected
+    late = _LateTiers(frame_sizes=fs, hidden=12, mlp_hidden=16, q_levels=32, embed_dim=6)
+    late.load_state_dict(model.state_dict())
+    assert _first_affected(late, codes) != expected
 
 
 # ----------------------------------------------------------------------------- generation
@@ -255,11 +277,36 @@ def test_non_finite_loss_is_a_clear_error() -> None:
     assert all(torch.equal(before[k], after[k]) for k in before if k != "mlp.5.bias")  # no step
 
 
-def test_x_len_not_a_multiple_of_the_top_frame_is_a_user_error() -> None:
+def test_examples_are_cut_to_whole_top_frames() -> None:
+    """Any x_len works: an example is its context plus whole top frames (3 * 12 = 36
+    samples = 8 of context + 3 top frames of 8; the last 4 samples are dropped)."""
     model = _model([8, 2])
-    frames = torch.zeros(2, 3, 12)
-    with pytest.raises(UserError, match=r"data\.x_len=12 .*frame_sizes\[0\]=8"):
-        quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, _loader(frames, 2))
+    frames = _samples(2, 36).reshape(2, 3, 12)
+    codes, samples = model._codes(frames)
+    assert codes.shape == samples.shape == (2, 32)
+    assert torch.equal(samples, frames.reshape(2, -1)[:, :32])
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
+    trainer.fit(model, _loader(frames, 2))
+    assert trainer.global_step == 1
+    with pytest.raises(UserError, match=r"frame_sizes\[0\]=8"):
+        model._codes(torch.zeros(1, 1, 8))
+
+
+def test_it_quantises_the_original_scale_audio() -> None:
+    """With a normaliser attached the codes are those of the original-scale samples, and
+    generated levels come back in the normalised units the data module uses."""
+    from audiolstm.data.normalize import fit_normalizer
+
+    model = _model([4], quantization="linear")
+    audio = 0.05 * _samples(1, 64)[0] + 0.01  # quiet audio: |x| << 1
+    norm = fit_normalizer("std", audio.numpy())
+    model.data_state = DataState(data={"x_len": 8}, repr={"kind": "time"},
+                                 normalizer_state=norm.state_dict())
+    y = torch.as_tensor(norm.transform(audio.numpy()))
+    codes = model.quantize(y)
+    assert torch.equal(codes, torch.floor((audio.double() + 1) * 16).long())  # 32 levels
+    back = norm.inverse(model.dequantize(codes).double())
+    assert torch.allclose(back, -1 + (2 * codes.double() + 1) / 32, atol=1e-6)
 
 
 def test_non_time_representation_is_a_user_error() -> None:
@@ -278,10 +325,15 @@ def test_bad_frame_sizes_are_user_errors(sizes: list[int]) -> None:
 # ----------------------------------------------------------------------------- evaluation
 
 
+@pytest.mark.parametrize("quantization", ["linear", "mu_law"])
 @pytest.mark.parametrize("tbptt", [None, 2])
-def test_validation_metrics_are_exact_split_wide_means(tbptt: int | None) -> None:
+def test_validation_metrics_are_exact_split_wide_means(tbptt: int | None,
+                                                        quantization: str) -> None:
+    from audiolstm.evaluation.likelihood import bin_index, spread_matrix
+    from audiolstm.models.quantize import cell_edges
+
     frames = (1.3 * _samples(5, 24, seed=9)).reshape(5, 3, 8)  # some samples outside [-1, 1]
-    model = _model([4, 2], quantization="linear", tbptt_steps=tbptt)
+    model = _model([4, 2], quantization=quantization, tbptt_steps=tbptt)
     flat = frames.reshape(5, -1)
     with torch.no_grad():
         logits = model.teacher_forced_logits(flat)
@@ -289,9 +341,16 @@ def test_validation_metrics_are_exact_split_wide_means(tbptt: int | None) -> Non
     ce = F.cross_entropy(logits.reshape(-1, 32), targets.reshape(-1)).item()
     expected = torch.softmax(logits, -1) @ model.levels
     mse = (expected - flat[:, 4:]).square().mean().item()
+    # canonical: each code's mass spread over its cell, summed over the canonical bins
+    probs = torch.softmax(logits.double(), -1) @ torch.from_numpy(
+        spread_matrix(cell_edges(32, quantization)))
+    k = bin_index(flat[:, 4:].double())
+    canonical = -probs.gather(-1, k.unsqueeze(-1)).log().mean().item() / math.log(2)
     (res,) = quiet_trainer().validate(model, _loader(frames, 2), verbose=False)  # batches 2, 2, 1
+    own = "bits_per_sample_linear32" if quantization == "linear" else "bits_per_sample_mulaw32"
     assert res["val/loss"] == pytest.approx(ce, rel=1e-5)
-    assert res["val/bits_per_sample"] == pytest.approx(res["val/loss"] / math.log(2), rel=1e-6)
+    assert res[f"val/{own}"] == pytest.approx(res["val/loss"] / math.log(2), rel=1e-6)
+    assert res["val/bits_per_sample"] == pytest.approx(canonical, rel=1e-6)
     assert res["val/mse"] == pytest.approx(mse, rel=1e-5)
     (test,) = quiet_trainer().test(model, _loader(frames, 5), verbose=False)
     assert test["test/loss"] == pytest.approx(ce, rel=1e-5)

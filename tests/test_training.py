@@ -135,8 +135,7 @@ def test_ckpt_path_last_finds_newest_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model", [m for m in _options("model") if m != "schema"])
 def test_every_model_config_composes_and_builds(model: str) -> None:
-    extra = ["norm=minmax", "data.x_len=1024"] if model.startswith("samplernn") else []
-    cfg = compose_cfg([f"model={model}", *extra])
+    cfg = compose_cfg([f"model={model}"])
     validate_train(cfg)
     net = build_model(64, OmegaConf.to_container(cfg.model, resolve=True))
     if cfg.model.arch == "frame_rnn":
@@ -165,9 +164,11 @@ def test_issue7_options_train_at_smoke_size(overrides: list[str], tmp_path: Path
                                     else "AudioRNN")
 
 
-def test_samplernn_needs_minmax() -> None:
-    with pytest.raises(Exception, match="norm=minmax"):
-        validate_train(compose_cfg(["model=samplernn_2tier", "data.x_len=1024"]))
+def test_samplernn_works_as_typed() -> None:
+    """Default norm (std) and x_len (2000: no multiple of the 3-tier's 64): it quantises
+    the original-scale audio and cuts examples to whole top frames (tests/test_guards.py)."""
+    for model in ("samplernn_2tier", "samplernn_3tier"):
+        validate_train(compose_cfg([f"model={model}"]))
 
 
 @pytest.mark.parametrize("trainer", _options("trainer"))

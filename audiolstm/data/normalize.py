@@ -41,6 +41,17 @@ class Normalizer:
     shift: float
     scale: float
     split_scales: dict[str, float] = field(default_factory=dict)
+    #: the training split's mean at the original scale: what the zero baseline predicts
+    #: (0 after normalisation only for the mean-centred schemes). None: not recorded.
+    mean: float | None = None
+
+    def train_mean(self, split: str = "train") -> float:
+        """The training mean in `split`'s normalised units (the zero baseline's prediction)."""
+        shift, scale = self.affine(split)
+        mean = self.mean
+        if mean is None:  # an older checkpoint: the mean-centred schemes shift by it
+            mean = shift if self.scheme in ("minmax", "minmax_union", "std") else 0.0
+        return (mean - shift) / scale
 
     def affine(self, split: str = "train") -> tuple[float, float]:
         """(shift, scale) for `split`: minmax_union gives val/test their own scale."""
@@ -65,6 +76,7 @@ class Normalizer:
             "shift": float(self.shift),
             "scale": float(self.scale),
             "split_scales": {str(k): float(v) for k, v in self.split_scales.items()},
+            "mean": None if self.mean is None else float(self.mean),
         }
 
     @classmethod
@@ -74,6 +86,7 @@ class Normalizer:
             shift=float(d["shift"]),
             scale=float(d["scale"]),
             split_scales={str(k): float(v) for k, v in dict(d.get("split_scales", {})).items()},
+            mean=None if d.get("mean") is None else float(d["mean"]),
         )
 
 
@@ -136,7 +149,7 @@ def from_statistics(
     if n == 0:
         raise UserError(f"norm.scheme={scheme}: the training split is empty")
     if scheme == "none":
-        return Normalizer(scheme, 0.0, 1.0, {})
+        return Normalizer(scheme, 0.0, 1.0, {}, float(mean) if np.isfinite(mean) else None)
     if not np.isfinite(mean):
         raise UserError(f"norm.scheme={scheme}: the training split has NaN or infinite samples")
     split_scales: dict[str, float] = {}
@@ -155,7 +168,7 @@ def from_statistics(
             f"norm.scheme={scheme}: training split is silent (zero variance): nothing to learn; "
             "check the audio file and the split ratios"
         )
-    return Normalizer(scheme, float(shift), float(scale), split_scales)
+    return Normalizer(scheme, float(shift), float(scale), split_scales, float(mean))
 
 
 def fit_normalizer(
@@ -170,7 +183,7 @@ def fit_normalizer(
     """
     train = _pieces(train)
     n = _length(train)
-    if scheme not in SCHEMES or n == 0 or scheme == "none":  # its error, or the identity
+    if scheme not in SCHEMES or n == 0:  # its one-line error
         return from_statistics(scheme, n, 0.0, 0.0, 0.0)
     mean, lo, hi = _moments(train, chunk)
     std = _std(train, mean, chunk) if scheme == "std" and np.isfinite(mean) else float("nan")

@@ -8,7 +8,7 @@ predictor achieves on the same frames. Two such predictors that an LSTM must bea
   short-term spectral envelope, periodicities within one frame); a recurrent model that
   only matches it has learned nothing non-linear or long-range.
 - **copy-overlap**: with overlapping frames (`hop < x_len`) most of the target frame is
-  already in the input; copying it and predicting zeros for the `hop` new samples scores
+  already in the input; copying it and predicting the mean for the `hop` new samples scores
   a low MSE while predicting nothing. `new_sample_mse` measures only the `hop` samples
   that are actually new, which is the number that matters for generation.
 
@@ -173,31 +173,32 @@ def _acc_dtype(t: Tensor) -> torch.dtype:
     return torch.float32 if t.device.type == "mps" else torch.float64
 
 
-def copy_overlap_predict(inputs: Tensor, hop: int) -> Tensor:
-    """Predict the next frame as `inputs[..., hop:]` followed by `hop` zeros.
+def copy_overlap_predict(inputs: Tensor, hop: int, fill: float = 0.0) -> Tensor:
+    """Predict the next frame as `inputs[..., hop:]` followed by `hop` copies of `fill`.
 
     Target frame j is input frame j+1, which starts `hop` samples later, so its first
     `x_len − hop` samples are exactly the last `x_len − hop` of input frame j. The `hop`
-    new samples are predicted as 0 (the train mean after normalisation). With
-    `hop >= x_len` nothing overlaps and this is the all-zeros predictor.
+    new samples are predicted as `fill`: pass the training mean in the frames' units (0
+    after the mean-centred normalisations, not under `minmax01` or `none`). With
+    `hop >= x_len` nothing overlaps and this is the constant predictor.
     """
     inputs = torch.as_tensor(inputs)
     if isinstance(hop, bool) or int(hop) != hop or hop <= 0:
         raise ValueError(f"hop must be a positive integer, got {hop!r}")
     hop = min(int(hop), inputs.shape[-1])
-    zeros = inputs.new_zeros((*inputs.shape[:-1], hop))
-    return torch.cat([inputs[..., hop:], zeros], dim=-1)
+    new = inputs.new_full((*inputs.shape[:-1], hop), float(fill))
+    return torch.cat([inputs[..., hop:], new], dim=-1)
 
 
-def copy_overlap_mse(inputs: Tensor, targets: Tensor, hop: int) -> Tensor:
+def copy_overlap_mse(inputs: Tensor, targets: Tensor, hop: int, fill: float = 0.0) -> Tensor:
     """MSE over all samples of `copy_overlap_predict` (0-d tensor in the targets' dtype).
 
-    Accumulated in float64. Compare a model's MSE with this, not just with zeros, when
+    Accumulated in float64. Compare a model's MSE with this, not just with the mean, when
     frames overlap: it is what "knowing the overlap, guessing nothing" scores.
     """
     inputs, targets = torch.as_tensor(inputs), torch.as_tensor(targets)
     hop = _check_frames(inputs, targets, hop)
-    pred = copy_overlap_predict(inputs, hop)
+    pred = copy_overlap_predict(inputs, hop, fill)
     acc = _acc_dtype(targets)
     return (pred.to(acc) - targets.to(acc)).square().mean().to(targets.dtype)
 

@@ -302,14 +302,18 @@ def generation_metrics(
     return {k: float(v) for k, v in out.items()}
 
 
-def baseline_mse(inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+def baseline_mse(inputs: torch.Tensor, targets: torch.Tensor,
+                 mean: torch.Tensor | float = 0.0) -> dict[str, torch.Tensor]:
     """MSE of the two trivial predictors on a batch `[B, T, D]`, for relative losses.
 
-    `mse_zero` predicts zeros (the training mean after normalisation); `mse_persistence`
-    predicts that the next frame repeats the current input frame (target t = input t).
-    A model that does not beat persistence has learned nothing. Exact means over all
-    elements, accumulated in float64 (float32 on MPS), returned as 0-d tensors in the
-    targets' dtype on their device.
+    `mse_zero` predicts the training mean: `mean`, a frame `[D]` (or a number) in the
+    batch's units, which is 0 only under the mean-centred normalisations (`std`,
+    `minmax`, `minmax_union`); under `minmax01` 0 is the training *minimum* and under
+    `none` the raw zero line, so the caller passes the normalised (and encoded) mean.
+    `mse_persistence` predicts that the next frame repeats the current input frame
+    (target t = input t). A model that does not beat persistence has learned nothing.
+    Exact means over all elements, accumulated in float64 (float32 on MPS), returned as
+    0-d tensors in the targets' dtype on their device.
     """
     import torch  # lazy: the numpy metrics stay importable without paying for torch
 
@@ -323,8 +327,12 @@ def baseline_mse(inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch
     with torch.no_grad():
         x = inputs.detach().to(acc)
         y = targets.detach().to(acc)
+        m = torch.as_tensor(mean, dtype=acc, device=y.device)
+        if m.dim() > 1 or (m.dim() == 1 and m.shape[0] != y.shape[-1]):
+            raise ValueError(f"baseline_mse: mean must be a number or a frame of "
+                             f"{y.shape[-1]}, got shape {tuple(m.shape)}")
         out_dtype = targets.dtype if targets.is_floating_point() else acc
         return {
-            "mse_zero": (y * y).mean().to(out_dtype),
+            "mse_zero": ((y - m) ** 2).mean().to(out_dtype),
             "mse_persistence": ((y - x) ** 2).mean().to(out_dtype),
         }

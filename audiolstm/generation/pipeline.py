@@ -104,9 +104,13 @@ def _continue_samples(model: SampleRNN, state: DataState, seed_audio: np.ndarray
                       progress: ProgressFn | None = None,
                       sampling: Sampling = GREEDY) -> Continuation:
     """Samples: warm the tiers on the seed, then sample by sample (see samplernn.py)."""
-    norm, sr = state.normalizer(), state.sample_rate
+    sr = state.sample_rate
     device = next(model.parameters()).device
-    seed = torch.as_tensor(norm.transform(np.asarray(seed_audio, np.float32), split),
+    # SampleRNN models the original-scale audio and undoes its own *train* map itself
+    # (`quantize`/`dequantize`), so the seed goes in, and the output comes back, by that
+    # map, whatever split the seed is from (they differ under norm=minmax_union only).
+    shift, scale = model.affine("train")
+    seed = torch.as_tensor((np.asarray(seed_audio, np.float64) - shift) / scale,
                            dtype=torch.float32, device=device)[None]
     n = max(1, int(round(seconds * sr)))
     t0 = time.perf_counter()
@@ -115,7 +119,7 @@ def _continue_samples(model: SampleRNN, state: DataState, seed_audio: np.ndarray
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    generated = np.asarray(norm.inverse(gen[0].float().cpu().numpy(), split), np.float32)
+    generated = np.asarray(gen[0].double().cpu().numpy() * scale + shift, np.float32)
     audio = np.concatenate([np.asarray(seed_audio, np.float32), generated])
     cont = Continuation(audio=audio, seed_len=len(seed_audio), sample_rate=sr, wall_seconds=wall)
     cont.metrics = generation_metrics(audio[: len(seed_audio)], generated, sr, model.lookback,

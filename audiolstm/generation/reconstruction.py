@@ -63,23 +63,44 @@ def crossfade_boundaries(frames: np.ndarray, tail: tuple[float, float], length: 
     return out.reshape(-1)
 
 
+def seed_samples(seed_frames: np.ndarray, hop: int) -> np.ndarray:
+    """The seed's samples back from its frames by copying, not arithmetic: bit-exact.
+
+    Frame k starts at `k*hop`; with `hop <= x_len` the first frame and the last `hop`
+    samples of every later frame tile the seed. (With `hop > x_len` the gaps were never
+    framed: the frames are concatenated.)
+    """
+    x_len = seed_frames.shape[1]
+    if hop >= x_len:
+        return seed_frames.reshape(-1).astype(np.float32)
+    tails = seed_frames[1:, x_len - hop :].reshape(-1)
+    return np.concatenate([seed_frames[0], tails]).astype(np.float32)
+
+
 def frames_to_audio(seed_frames: np.ndarray, gen_frames: np.ndarray, hop: int,
                     deticking: str, crossfade: int = 64) -> tuple[np.ndarray, int]:
-    """(seed, generated) time-domain frames -> audio and the sample where generation starts."""
+    """(seed, generated) time-domain frames -> audio and the sample where generation starts.
+
+    The seed part is the seed itself, untouched (`seed_samples`): with overlap-add the
+    generated frames are blended among themselves only, the first one's overlap with the
+    seed's last frame is dropped instead of being mixed into the seed; the crossfade ramps
+    the generated frames towards the seed's last samples, never the other way round.
+    """
     x_len = seed_frames.shape[1]
-    seed_audio = overlap_add(seed_frames, hop) if hop < x_len else seed_frames.reshape(-1)
+    seed_audio = seed_samples(seed_frames, hop)
     if hop < x_len:
         if deticking == "ola":
-            audio = overlap_add(np.concatenate([seed_frames, gen_frames]), hop)
-            return audio, len(seed_audio)
+            # the first generated frame starts x_len - hop samples before the seed ends
+            gen = overlap_add(np.asarray(gen_frames, np.float32), hop)[x_len - hop :]
+            return np.concatenate([seed_audio, gen]), len(seed_audio)
         new = gen_frames[:, x_len - hop :].reshape(-1)
-        return np.concatenate([seed_audio, new]), len(seed_audio)
+        return np.concatenate([seed_audio, new]).astype(np.float32), len(seed_audio)
     if deticking == "crossfade":
         gen = crossfade_boundaries(gen_frames, (float(seed_audio[-2]), float(seed_audio[-1])),
                                    crossfade)
     else:
         gen = gen_frames.reshape(-1)
-    return np.concatenate([seed_audio, gen]), len(seed_audio)
+    return np.concatenate([seed_audio, gen]).astype(np.float32), len(seed_audio)
 
 
 def resolve_deticking(deticking: str, hop: int, x_len: int) -> str:

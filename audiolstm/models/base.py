@@ -71,6 +71,7 @@ def cpu_backend(single_step: bool) -> Iterator[None]:
     else:
         yield
 
+
 @contextlib.contextmanager
 def float32_eval(device: torch.device | str) -> Iterator[None]:
     """Turn autocast off: evaluation and generation run in float32 whatever the precision.
@@ -110,10 +111,32 @@ class AudioModel(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.data_state: DataState | None = None
+        self._data_state: DataState | None = None
         self.wandb_id: str | None = None
         self.sample_metrics: dict[str, Any] | None = None
         self._eval_sums: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ data state
+    @property
+    def data_state(self) -> DataState | None:
+        """The data settings and fitted statistics this model is trained on (checkpointed)."""
+        return self._data_state
+
+    @data_state.setter
+    def data_state(self, state: DataState | None) -> None:
+        self._data_state = state
+        self.on_data_state()
+
+    def on_data_state(self) -> None:
+        """Called whenever `data_state` is set (training, checkpoint loading): subclasses
+        derive what depends on the normaliser here (a head's grid, a quantiser's scale)."""
+
+    def affine(self, split: str = "train") -> tuple[float, float]:
+        """(shift, scale) of the normaliser for `split` (`x = y·scale + shift`); identity
+        when no data state is attached (a model used on hand-made tensors)."""
+        if self._data_state is None or self._data_state.normalizer_state is None:
+            return 0.0, 1.0
+        return self._data_state.normalizer().affine(split)
 
     # ------------------------------------------------------------------ optimisation
     def optimizer_update(self, opt: Any, loss: Tensor, batch_idx: int) -> None:
@@ -166,7 +189,8 @@ class AudioModel(pl.LightningModule):
         self._eval_sums = {}
         return dict(zip(keys, sums.tolist(), strict=True))
 
-    def _eval_step(self, batch: Tensor) -> None:
+    def _eval_step(self, batch: Tensor, split: str) -> None:
+        """Accumulate one batch of `split` ("val" or "test"; its normaliser may differ)."""
         raise NotImplementedError
 
     def _eval_epoch_end(self, prefix: str) -> None:
@@ -174,14 +198,14 @@ class AudioModel(pl.LightningModule):
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         with float32_eval(self.device):
-            self._eval_step(batch)
+            self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         with float32_eval(self.device):
-            self._eval_step(batch)
+            self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

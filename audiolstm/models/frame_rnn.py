@@ -19,12 +19,36 @@ teacher-forced pass predicts every frame, then each input frame is replaced
 by the (detached) prediction for it with probability p and the loss is taken
 on a second pass (parallel scheduled sampling, Duckworth et al. 2019: one
 extra forward instead of a step-by-step loop).
+
+Evaluation (val/test) logs the MSE of the model and of the zero (training mean),
+persistence and ridge baselines on the same batches, and `bits_per_sample` on the
+canonical grid (`audiolstm.evaluation.likelihood`: −log2 P per sample of the original-scale
+audio quantised to 256 linear levels over [−1, 1]), scored on the samples each target
+frame adds to the audio (its last `hop` samples when frames overlap, all of them
+otherwise), decoded to the time domain:
+
+- `gaussian`: CDF differences of the predicted Gaussian mapped to the original scale;
+- `logistic_mixture`: its grid is the canonical [−1, 1] mapped through the normaliser, so
+  each own cell's mass spreads uniformly over the canonical bins it covers (exactly one
+  with the default `mixture_bins=256`); also `bits_per_sample_linear{mixture_bins}`, its
+  own grid;
+- `mse` (any loss) and, on test, the baselines (`bits_per_sample_zero`, `_persistence`,
+  `_ridge`): "Gaussian-equivalent", a Gaussian centred on the prediction whose variance is
+  the predictor's MSE on data the score is not computed on: for **test**, its MSE on the
+  validation split (the validation epoch of the checkpoint being tested, stored in the
+  checkpoint); for **val** (the model only), its MSE on the training split over the
+  training batches of the epoch just trained, in training mode. No score before the first
+  training epoch, or on test without an earlier validation.
+
+The gaussian and logistic_mixture heads need `repr=time` without standardisation (a
+density over DFT coefficients is not a density over samples); `config.validate_train`
+refuses the other combinations.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -32,11 +56,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiolstm.errors import UserError
-from audiolstm.evaluation.baselines import copy_overlap_mse, new_sample_mse, ridge_predict
+from audiolstm.evaluation.baselines import (
+    copy_overlap_mse,
+    fit_ridge_baseline,
+    new_sample_mse,
+    ridge_predict,
+)
+from audiolstm.evaluation.likelihood import LN2, bin_index, gaussian_log_prob
 from audiolstm.evaluation.metrics import baseline_mse
 from audiolstm.models.base import AudioModel, State, at_least_float32, run_chunks
 from audiolstm.models.frame_step import FrameStepper
-from audiolstm.models.heads import GaussianHead, LogisticMixtureHead, bits_per_sample
+from audiolstm.models.heads import GaussianHead, LogisticMixtureHead
 from audiolstm.models.losses import multi_resolution_stft_loss
 
 CELLS = ("lstm", "gru")
@@ -119,8 +149,15 @@ class AudioRNN(AudioModel):
         if forget_bias is not None:
             self.set_forget_bias(forget_bias)
         # Ridge baseline (last frame -> next frame), fitted on the training split by
-        # training.run; evaluation only, never saved.
+        # training.run (`fit_ridge`); evaluation only, never saved.
         self.ridge: tuple[Tensor, Tensor] | None = None
+        # Gaussian-equivalent variances (original-scale units) per scored split and
+        # predictor: "val" from the training split, "test" from the validation split
+        # (checkpointed with the weights they belong to).
+        self.reference_variance: dict[str, dict[str, float]] = {"val": {}, "test": {}}
+        # the model's squared error and sample count over the training epoch
+        self._train_sse = torch.zeros(2, dtype=torch.float64)
+        self._representation: Any = None  # decodes features to samples (repr != time)
 
     # ------------------------------------------------------------------ network
     def set_forget_bias(self, value: float) -> None:
@@ -193,33 +230,139 @@ class AudioRNN(AudioModel):
         def update(loss: Tensor) -> None:
             self.optimizer_update(opt, loss, batch_idx)
 
+        def objective(out: Tensor, y: Tensor) -> Tensor:
+            if self.hparams.head == "mse":  # the model's training MSE (Gaussian-equivalent)
+                self._accumulate_train_error(out.detach(), y.detach())
+            return self.objective(out, y)
+
         x = batch[:, :-1]
         if self.hparams.scheduled_sampling > 0:
             x = self._scheduled_inputs(x)
-        loss = tbptt_step(self, x, batch[:, 1:], self.hparams.tbptt_steps, update,
-                          self.objective)
+        loss = tbptt_step(self, x, batch[:, 1:], self.hparams.tbptt_steps, update, objective)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch.shape[0])
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: Tensor) -> None:
+    def on_data_state(self) -> None:
+        """The normaliser decides the mixture's grid; the representation what to decode."""
+        ds = self.data_state
+        self._representation = None
+        if ds is None:
+            return
+        if ds.repr_kind != "time" or ds.standardized:
+            self._representation = ds.representation()
+        if isinstance(self.head, LogisticMixtureHead) and ds.normalizer_state is not None:
+            self.head.set_grid(*self.canonical_grid("train"))
+
+    @property
+    def bits_kind(self) -> str:
+        """What its bits/sample are: its own likelihood, or a Gaussian-equivalent."""
+        return "Gaussian-equivalent" if self.hparams.head == "mse" else "likelihood"
+
+    def canonical_grid(self, split: str = "train") -> tuple[float, float]:
+        """The original-scale [−1, 1] in `split`'s normalised units."""
+        shift, scale = self.affine(split)
+        return (-1.0 - shift) / scale, (1.0 - shift) / scale
+
+    def _new_samples(self, frames: Tensor) -> Tensor:
+        """Frames as the model sees them -> the normalised samples each adds to the audio.
+
+        Decoded to the time domain; the last `hop` samples of each frame when frames
+        overlap (the others repeat the input), all of them otherwise.
+        """
+        rep = self._representation
+        t = frames if rep is None else rep.decode(frames)
+        ds = self.data_state
+        step = ds.step if ds is not None else t.shape[-1]
+        return t[..., -step:] if step < t.shape[-1] else t
+
+    def _mean_frame(self, split: str, like: Tensor) -> Tensor:
+        """The training mean as a frame of `split` (what the zero baseline predicts)."""
+        ds = self.data_state
+        m = ds.normalizer().train_mean(split) if ds and ds.normalizer_state else 0.0
+        if self._representation is None:
+            return torch.full(like.shape[-1:], m, dtype=like.dtype, device=like.device)
+        frame = torch.full((ds.x_len,), m, dtype=like.dtype, device=like.device)
+        return self._representation.encode(frame)
+
+    def _accumulate_train_error(self, pred: Tensor, y: Tensor) -> None:
+        """The model's squared error on the scored samples of a training chunk (original
+        scale): the variance of its Gaussian-equivalent val score."""
+        scale = self.affine("train")[1]
+        r = (self._new_samples(pred) - self._new_samples(y)).double()
+        self._train_sse += torch.stack([r.square().sum() * scale**2,
+                                        torch.tensor(float(r.numel()), dtype=torch.float64,
+                                                     device=r.device)]).cpu()
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sse = torch.zeros(2, dtype=torch.float64)
+
+    def on_validation_epoch_start(self) -> None:
+        """The val score's variance (head=mse): the model's MSE on the training split."""
+        sums = self._train_sse.to(self.device)
+        if self._trainer is not None:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # exact under DDP
+        sse, count = (float(v) for v in sums)
+        self.reference_variance["val"] = (
+            {"model": sse / count} if count > 0 and self.hparams.head == "mse" else {})
+
+    def fit_ridge(self, pairs: Callable[[], Iterable[Tensor]], alpha: float = 1.0) -> None:
+        """Fit the ridge baseline on training frame pairs `(n, 2, D)` (evaluation only)."""
+        self.ridge = fit_ridge_baseline(pairs(), alpha)
+
+    def _eval_step(self, batch: Tensor, split: str) -> None:
         x, y = batch[:, :-1], batch[:, 1:]
         out, _ = self(x)
         pred = self.head.mean(out)
         n = torch.tensor(float(y.numel()), device=y.device)
+        mean_frame = self._mean_frame(split, y)
         sums = {"loss": self.objective(out, y) * n, "mse": F.mse_loss(pred, y, reduction="sum")}
-        sums |= {k: v * n for k, v in baseline_mse(x, y).items()}
-        if self.ridge is not None:
-            sums["mse_ridge"] = F.mse_loss(ridge_predict(x, *self.ridge), y, reduction="sum")
+        sums |= {k: v * n for k, v in baseline_mse(x, y, mean_frame).items()}
+        ridge = None if self.ridge is None else ridge_predict(x, *self.ridge)
+        if ridge is not None:
+            sums["mse_ridge"] = F.mse_loss(ridge, y, reduction="sum")
         hop = self._overlap_hop()
         if hop is not None:  # overlapping time frames: the new samples are the real task
             n_new = n * hop / y.shape[-1]
             sums["mse_new"] = new_sample_mse(pred, y, hop) * n_new
-            sums["mse_copy_overlap"] = copy_overlap_mse(x, y, hop) * n
+            sums["mse_copy_overlap"] = copy_overlap_mse(x, y, hop, float(mean_frame[0])) * n
             sums["count_new"] = n_new
         sums["count"] = n
+        # squared errors of all (the test variances); likelihoods where a variance is known:
+        # val: the model's (its training MSE); test: the model's and the baselines'
+        predictors = {"model": pred if self.hparams.head == "mse" else None,
+                      "zero": mean_frame.expand_as(y), "persistence": x, "ridge": ridge}
+        sums |= self._likelihood_sums(split, out, y, predictors)
         self.accumulate(sums)
+
+    def _likelihood_sums(self, split: str, out: Tensor, y: Tensor,
+                         predictors: dict[str, Tensor | None]) -> dict[str, Tensor]:
+        """Summed canonical log-probabilities (and squared errors) of the scored samples."""
+        shift, scale = self.affine(split)
+        target = self._new_samples(y).double()
+        x = target * scale + shift  # the original-scale audio
+        new = target.shape[-1]  # the probabilistic heads need repr=time: the last `new`
+        sums = {"count_samples": torch.tensor(float(x.numel()), dtype=torch.float64)}
+        if self.hparams.head == "gaussian":
+            mean = self.head.mean(out)[..., -new:].double() * scale + shift
+            std = self.head.scale(out)[..., -new:].double() * scale
+            sums["logp_head"] = gaussian_log_prob(x, mean, std).sum()
+        elif self.hparams.head == "logistic_mixture":
+            grid = self.canonical_grid(split)
+            params = out[..., -new:, :]
+            sums["logp_head"] = self.head.canonical_log_prob(params, bin_index(x), grid).sum()
+            sums["logp_own"] = self.head.log_prob(params, target, grid).double().sum()
+        reference = self.reference_variance.get(split, {})
+        for name, p in predictors.items():
+            if p is None:
+                continue
+            p = self._new_samples(p).double() * scale + shift
+            sums[f"sse_{name}"] = (p - x).square().sum()
+            var = reference.get(name)
+            if var is not None and var > 0:
+                sums[f"logp_{name}"] = gaussian_log_prob(x, p, math.sqrt(var)).sum()
+        return {k: v.to(y.device) for k, v in sums.items()}
 
     def _eval_epoch_end(self, prefix: str) -> None:
         """Exact split-wide means (summed over ranks), and the model relative to baselines."""
@@ -228,15 +371,27 @@ class AudioRNN(AudioModel):
             return
         n = total.pop("count")
         n_new = total.pop("count_new", None)
+        n_samples = total.pop("count_samples")
+        logp = {k: total.pop(k) for k in list(total) if k.startswith("logp_")}
+        sse = {k[4:]: total.pop(k) for k in list(total) if k.startswith("sse_")}
         means = {k: v / (n_new if k == "mse_new" else n) for k, v in total.items()}
         metrics = {f"{prefix}/{k}": v for k, v in means.items()}
         metrics[f"{prefix}/rel_zero"] = _ratio(means["mse"], means["mse_zero"])
         metrics[f"{prefix}/rel_persistence"] = _ratio(means["mse"], means["mse_persistence"])
         if "mse_ridge" in means:
             metrics[f"{prefix}/rel_ridge"] = _ratio(means["mse"], means["mse_ridge"])
-        bits = self._bits_per_sample(means["loss"])
-        if bits is not None:
-            metrics[f"{prefix}/bits_per_sample"] = bits
+        bits = {k: -v / n_samples / LN2 for k, v in logp.items()}
+        model_bits = bits.pop("logp_head", bits.pop("logp_model", None))
+        if model_bits is not None:
+            metrics[f"{prefix}/bits_per_sample"] = model_bits
+        if "logp_own" in bits:
+            own = bits.pop("logp_own")
+            metrics[f"{prefix}/bits_per_sample_linear{self.hparams.mixture_bins}"] = own
+        for name in ("zero", "persistence", "ridge"):
+            if f"logp_{name}" in bits:
+                metrics[f"{prefix}/bits_per_sample_{name}"] = bits[f"logp_{name}"]
+        if prefix == "val" and not self.trainer.sanity_checking and n_samples > 0:
+            self.reference_variance["test"] = {k: v / n_samples for k, v in sse.items()}
         # Already reduced over ranks above: no sync_dist here.
         self.log(f"{prefix}/loss", metrics.pop(f"{prefix}/loss"), prog_bar=True)
         self.log_dict(metrics)
@@ -245,21 +400,17 @@ class AudioRNN(AudioModel):
         ds = self.data_state
         return ds.step if ds is not None and ds.overlapping and ds.repr_kind == "time" else None
 
-    def _bits_per_sample(self, nll: float) -> float | None:
-        """NLL in bits per sample at 256 levels (SampleRNN's comparison), where defined.
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["audiolstm"]["reference_variance"] = {
+            k: dict(v) for k, v in self.reference_variance.items()}
 
-        logistic_mixture: discrete over its own `mixture_bins` grid of the normalised
-        signal (use norm=minmax), so bits = nll / ln 2. gaussian: a density in
-        normalised units, turned into the probability of one of 256 equal bins of the
-        original [-1, 1] audio: (nll - ln(bin width in normalised units)) / ln 2.
-        """
-        if self.hparams.head == "logistic_mixture":
-            return float(bits_per_sample(nll))
-        if self.hparams.head == "gaussian" and self.data_state is not None:
-            scale = (self.data_state.normalizer_state or {}).get("scale")
-            if scale:
-                return float(bits_per_sample(nll, bins=256, scale=float(scale)))
-        return None
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        ref = (checkpoint.get("audiolstm") or {}).get("reference_variance") or {}
+        self.reference_variance = {"val": dict(ref.get("val") or {}),
+                                   "test": dict(ref.get("test") or {})}
 
 
 def _ratio(a: float, b: float) -> float:

@@ -17,24 +17,26 @@ Conventions shared by both heads:
   mixture component); 1 samples the model's distribution; values in between trade variance
   for stability, the usual knob for autoregressive audio.
 
-Use `bits_per_sample` to compare numbers across heads and with the literature (SampleRNN
-reports ≈1–1.4 bits/sample at 256 levels).
+Numbers comparable across heads, models and the literature come from the canonical
+likelihood (`audiolstm.evaluation.likelihood`): the Gaussian's CDF differences over the
+canonical bins (its `mean`/`scale` go there), the mixture's `canonical_log_prob`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, overload
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GaussianHead", "LogisticMixtureHead", "bits_per_sample"]
+from audiolstm.evaluation.likelihood import linear_pieces
+
+__all__ = ["GaussianHead", "LogisticMixtureHead"]
 
 Reduction = Literal["mean", "none"]
 
-_LN2 = math.log(2.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -70,7 +72,9 @@ class GaussianHead(nn.Module):
     generalises the squared-error model. `log_scale` is clamped below at `min_log_scale`
     (σ ≥ e⁻⁷ ≈ 1e-3 by default) so that a confidently-right prediction cannot drive the
     density to infinity and the loss to −∞. The NLL is a *continuous* density (it can be
-    negative); convert with `bits_per_sample(nll, bins=..., scale=...)` to compare.
+    negative, and depends on the units); the canonical bits integrate it over the canonical
+    bins exactly (`likelihood.gaussian_log_prob` on `mean`/`scale` mapped to the original
+    scale).
     """
 
     def __init__(self, hidden: int, dim: int, min_log_scale: float = -7.0) -> None:
@@ -135,34 +139,41 @@ class GaussianHead(nn.Module):
 # ----------------------------------------------------------------- mixture of logistics
 
 
-def _log_bin_prob(
-    centre: Tensor, half_width: float, means: Tensor, log_scales: Tensor
-) -> Tensor:
-    """log P(c − h < X < c + h) for X ~ Logistic(μ, s), stable everywhere.
+def _log_interval(lo: Tensor, hi: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
+    """log P(lo < X < hi) for X ~ Logistic(μ, s); lo may be −∞ and hi +∞; stable everywhere.
 
-    With a = (c + h − μ)/s, b = (c − h − μ)/s and δ = a − b = 2h/s:
+    With a = (hi − μ)/s, b = (lo − μ)/s and δ = a − b = (hi − lo)/s:
 
         σ(a) − σ(b) = (eᵃ − eᵇ) / ((1 + eᵃ)(1 + eᵇ))
         log(σ(a) − σ(b)) = log σ(a) + log σ(−b) + log(−expm1(−δ))
 
     Every term is a log-sigmoid (softplus form) or an `expm1` of a product, so nothing
-    cancels: this is exact both in the tails (where the PixelCNN++ `cdf_plus − cdf_min`
-    loses all digits) and for bins much narrower than the scale (where it underflows).
-    Where δ itself underflows (a bin absurdly narrow against the scale) it falls back to
-    the mid-bin density × width, which is then exact to O(δ²).
+    cancels: exact both in the tails (where the PixelCNN++ `cdf_plus − cdf_min` loses all
+    digits) and for intervals much narrower than the scale. An open end drops its term
+    (σ(+∞) = 1); infinite ends are replaced by finite stand-ins *before* any arithmetic, so
+    no NaN can reach a gradient through the `torch.where`s. Where δ itself underflows (an
+    interval absurdly narrow against the scale) it falls back to the mid-interval density ×
+    width, exact to O(δ²) there.
     """
+    lo_open, hi_open = torch.isneginf(lo), torch.isposinf(hi)
+    zero = torch.zeros((), dtype=means.dtype, device=means.device)
+    lo_f = torch.where(lo_open, zero, lo)
+    hi_f = torch.where(hi_open, zero, hi)
     inv_s = torch.exp(-log_scales)
-    centred = centre - means
-    a = (centred + half_width) * inv_s
-    b = (centred - half_width) * inv_s
-    delta = (2.0 * half_width) * inv_s  # a − b without the cancellation
+    a = (hi_f - means) * inv_s
+    b = (lo_f - means) * inv_s
+    up = torch.where(hi_open, zero, F.logsigmoid(a))
+    down = torch.where(lo_open, zero, F.logsigmoid(-b))
+    closed = ~(lo_open | hi_open)
+    width = torch.where(closed, hi_f - lo_f, torch.ones_like(hi_f))
+    delta = width * inv_s
     # Clamp keeps the unselected branch finite so that torch.where never back-propagates NaN.
-    log_width_term = torch.log(torch.clamp(-torch.expm1(-delta), min=1e-37))
-    exact = F.logsigmoid(a) + F.logsigmoid(-b) + log_width_term
-    mid = centred * inv_s
-    log_pdf_mid = mid - log_scales - 2.0 * F.softplus(mid)
-    fallback = log_pdf_mid + math.log(2.0 * half_width)
-    return torch.where(delta > 1e-20, exact, fallback)
+    log_width_term = torch.where(
+        closed, torch.log(torch.clamp(-torch.expm1(-delta), min=1e-37)), zero)
+    exact = up + down + log_width_term
+    mid = (0.5 * (hi_f + lo_f) - means) * inv_s
+    fallback = mid - log_scales - 2.0 * F.softplus(mid) + torch.log(width)
+    return torch.where(closed & (delta <= 1e-20), fallback, exact)
 
 
 class LogisticMixtureHead(nn.Module):
@@ -171,16 +182,17 @@ class LogisticMixtureHead(nn.Module):
     `params` has shape `[B, T, D, 3K]`: mixture logits ‖ means ‖ log_scales for the K
     components (log_scales clamped below at `min_log_scale`).
 
-    **Grid.** `[-1, 1]` is cut into `bins` equal cells of width `2/bins` (16-bit audio:
-    65536). Cell k covers `[-1 + 2k/bins, -1 + 2(k+1)/bins)`, centre `-1 + (2k+1)/bins`
-    (the same grid as `quantize.linear_encode`). A target is scored by the probability of
-    the cell it falls in: `σ((c + 1/bins − μ)/s) − σ((c − 1/bins − μ)/s)` for its centre c;
-    the first and last cells extend to −∞ and +∞ (CDF tails), so the cell probabilities of
-    each component sum to exactly 1 and the NLL is a true discrete likelihood (≥ 0 nats).
-
-    **Targets.** They must live in `[-1, 1]`, i.e. use the `minmax` normaliser (train
-    split exactly in range). Values outside (val/test of `minmax`) are clamped into the
-    edge cells, which is what a quantiser would do; `std` normalisation is a poor fit.
+    **Grid.** The interval `[lo, hi]` of the model's (normalised) units is cut into `bins`
+    equal cells; cell k is `[lo + k·w, lo + (k+1)·w)` with `w = (hi − lo)/bins`. A target is
+    scored by the mixture's probability of the cell it falls in; the first and last cells
+    extend to −∞ and +∞ (CDF tails), so the cell probabilities sum to exactly 1 and the NLL
+    is a true discrete likelihood (≥ 0 nats). `AudioRNN` sets `[lo, hi]` to the image of the
+    original-scale `[-1, 1]` under the run's normaliser (`set_grid`), so with any `norm`
+    the cells tile the audio's full range and an edge cell is exactly "clipped at ±1"; with
+    `bins=256` the grid *is* the canonical grid (`audiolstm.evaluation.likelihood`). The
+    default `[-1, 1]` suits data already in that range. `sample` and `mean` stay inside
+    `[lo, hi]` (the audio's range). Every method takes an optional `grid=(lo, hi)` for one
+    call (a split normalised with its own scale, `norm=minmax_union`).
     """
 
     def __init__(
@@ -190,6 +202,7 @@ class LogisticMixtureHead(nn.Module):
         components: int = 5,
         bins: int = 65536,
         min_log_scale: float = -7.0,
+        grid: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__()
         self.hidden = _check_positive_int(hidden, "hidden")
@@ -200,6 +213,16 @@ class LogisticMixtureHead(nn.Module):
             raise ValueError(f"bins must be >= 2, got {bins}")
         self.min_log_scale = float(min_log_scale)
         self.proj = nn.Linear(self.hidden, 3 * self.components * self.dim)
+        self.grid: tuple[float, float] = (-1.0, 1.0)
+        self.set_grid(*grid)
+        self._pieces: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def set_grid(self, lo: float, hi: float) -> None:
+        """Cells cover `[lo, hi]` of the model's units (edge cells open beyond)."""
+        lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"grid must be finite with lo < hi, got ({lo}, {hi})")
+        self.grid = (lo, hi)
 
     def forward(self, h: Tensor) -> Tensor:
         """`[B, T, H]` → `[B, T, D, 3K]` = logits ‖ means ‖ log_scales (clamped below)."""
@@ -216,48 +239,85 @@ class LogisticMixtureHead(nn.Module):
         logits, means, log_scales = params.split(self.components, dim=-1)
         return logits, means, log_scales.clamp(min=self.min_log_scale)
 
-    def bin_index(self, y: Tensor) -> Tensor:
-        """Cell index in `[0, bins-1]` of each target (clamped into `[-1, 1]` first)."""
-        k = torch.floor((y.clamp(-1.0, 1.0) + 1.0) * (self.bins / 2.0))
+    def _grid(self, grid: tuple[float, float] | None) -> tuple[float, float]:
+        return self.grid if grid is None else (float(grid[0]), float(grid[1]))
+
+    def bin_index(self, y: Tensor, grid: tuple[float, float] | None = None) -> Tensor:
+        """Cell index in `[0, bins-1]` of each target (beyond the grid: the edge cells)."""
+        lo, hi = self._grid(grid)
+        k = torch.floor((y - lo) * (self.bins / (hi - lo)))
         return k.clamp(0, self.bins - 1).long()
 
-    def bin_centre(self, k: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """Centre `-1 + (2k+1)/bins` of cell k."""
-        return -1.0 + (2.0 * k.to(dtype or torch.get_default_dtype()) + 1.0) / self.bins
+    def edge(self, k: Tensor, grid: tuple[float, float] | None = None,
+             dtype: torch.dtype | None = None) -> Tensor:
+        """Lower edge of cell k (k = bins: the upper edge of the last), −∞/+∞ at the ends."""
+        lo, hi = self._grid(grid)
+        dtype = dtype or torch.get_default_dtype()
+        e = lo + (hi - lo) * k.to(dtype) / self.bins
+        e = torch.where(k <= 0, torch.full_like(e, -math.inf), e)
+        return torch.where(k >= self.bins, torch.full_like(e, math.inf), e)
 
-    def log_prob(self, params: Tensor, y: Tensor) -> Tensor:
-        """log P(cell of y) under the mixture, `[B, T, D]`, in nats."""
+    def bin_centre(self, k: Tensor, dtype: torch.dtype | None = None,
+                   grid: tuple[float, float] | None = None) -> Tensor:
+        """Centre of cell k (of its finite width, for the edge cells too)."""
+        lo, hi = self._grid(grid)
+        return lo + (hi - lo) * (2.0 * k.to(dtype or torch.get_default_dtype()) + 1.0) / (
+            2 * self.bins)
+
+    def _log_cells(self, params: Tensor, start: Tensor, stop: Tensor,
+                   grid: tuple[float, float] | None) -> Tensor:
+        """log P(cells start … stop − 1) under the mixture: `[..., P]` for `[..., P]` indices."""
         logits, means, log_scales = self._split(params)
-        if y.shape != means.shape[:-1]:
+        lo = self.edge(start, grid, means.dtype).unsqueeze(-1)
+        hi = self.edge(stop, grid, means.dtype).unsqueeze(-1)
+        log_pi = F.log_softmax(logits, dim=-1).unsqueeze(-2)
+        comp = _log_interval(lo, hi, means.unsqueeze(-2), log_scales.unsqueeze(-2))
+        return torch.logsumexp(comp + log_pi, dim=-1)
+
+    def log_prob(self, params: Tensor, y: Tensor,
+                 grid: tuple[float, float] | None = None) -> Tensor:
+        """log P(cell of y) under the mixture, `[B, T, D]`, in nats."""
+        if y.shape != params.shape[:-1]:
             raise ValueError(
                 f"targets shape {tuple(y.shape)} does not match the head's "
-                f"{tuple(means.shape[:-1])}"
+                f"{tuple(params.shape[:-1])}"
             )
-        k = self.bin_index(y.detach()).unsqueeze(-1)
-        centre = self.bin_centre(k, means.dtype)
-        half = 1.0 / self.bins
-        inv_s = torch.exp(-log_scales)
-        interior = _log_bin_prob(centre, half, means, log_scales)
-        # Edge cells: lower one is (−∞, −1 + 2/bins), upper one is [1 − 2/bins, +∞).
-        log_cdf_upper_edge = F.logsigmoid((centre + half - means) * inv_s)
-        log_sf_lower_edge = F.logsigmoid(-(centre - half - means) * inv_s)
-        log_p = torch.where(k == 0, log_cdf_upper_edge, interior)
-        log_p = torch.where(k == self.bins - 1, log_sf_lower_edge, log_p)
-        return torch.logsumexp(log_p + F.log_softmax(logits, dim=-1), dim=-1)
+        k = self.bin_index(y.detach(), grid).unsqueeze(-1)
+        return self._log_cells(params, k, k + 1, grid).squeeze(-1)
 
-    def nll(self, params: Tensor, y: Tensor, reduction: Reduction = "mean") -> Tensor:
+    def canonical_log_prob(self, params: Tensor, k: Tensor,
+                           grid: tuple[float, float] | None = None) -> Tensor:
+        """log P(canonical bin k) `[B, T, D]`, for a grid that is the canonical [−1, 1]
+        mapped to the model's units (`set_grid` by AudioRNN): each own cell's mass spread
+        uniformly over it (`likelihood.linear_pieces`); `k` are the canonical bins of the
+        original-scale targets. With `bins=256` it equals `log_prob`.
+        """
+        if self._pieces is None:
+            start, stop, frac = linear_pieces(self.bins)
+            used = (frac > 0).any(axis=0)  # 1 piece when bins is a multiple of 256
+            self._pieces = tuple(torch.as_tensor(a[:, used]) for a in (start, stop, frac))
+        start, stop, frac = (t.to(k.device) for t in self._pieces)
+        dtype = params.dtype
+        lp = self._log_cells(params, start[k], stop[k], grid)  # [..., 3]
+        log_frac = torch.log(frac[k].to(dtype))  # −∞ for unused pieces
+        return torch.logsumexp(lp + log_frac, dim=-1)
+
+    def nll(self, params: Tensor, y: Tensor, reduction: Reduction = "mean",
+            grid: tuple[float, float] | None = None) -> Tensor:
         """Discretised NLL in nats per sample (mean over all; `"none"` for `[B, T, D]`)."""
-        return _reduce(-self.log_prob(params, y), reduction)
+        return _reduce(-self.log_prob(params, y, grid), reduction)
 
-    def mean(self, params: Tensor) -> Tensor:
-        """Mixture mean `Σ πₖ μₖ`, clamped to `[-1, 1]` (the range the grid covers)."""
+    def mean(self, params: Tensor, grid: tuple[float, float] | None = None) -> Tensor:
+        """Mixture mean `Σ πₖ μₖ`, clamped to the grid's `[lo, hi]` (the range it covers)."""
+        lo, hi = self._grid(grid)
         logits, means, _ = self._split(params)
-        return (torch.softmax(logits, dim=-1) * means).sum(dim=-1).clamp(-1.0, 1.0)
+        return (torch.softmax(logits, dim=-1) * means).sum(dim=-1).clamp(lo, hi)
 
     def sample(
-        self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+        self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+        grid: tuple[float, float] | None = None,
     ) -> Tensor:
-        """Draw one value per sample, clamped to `[-1, 1]` (continuous, not snapped to cells).
+        """Draw one value per sample, clamped to `[lo, hi]` (continuous, not snapped to cells).
 
         The component is drawn from `softmax(logits / max(T, 1e-5))` (Gumbel-max) and the
         value from its logistic with scale `T·s`: lowering T both sharpens the component
@@ -265,10 +325,11 @@ class LogisticMixtureHead(nn.Module):
         the most likely component.
         """
         temperature = _check_temperature(temperature)
+        lo, hi = self._grid(grid)
         logits, means, log_scales = self._split(params)
         if temperature == 0.0:
             idx = logits.argmax(dim=-1, keepdim=True)
-            return means.gather(-1, idx).squeeze(-1).clamp(-1.0, 1.0)
+            return means.gather(-1, idx).squeeze(-1).clamp(lo, hi)
         u = torch.rand(logits.shape, generator=generator, device=logits.device,
                        dtype=logits.dtype)
         gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
@@ -278,55 +339,4 @@ class LogisticMixtureHead(nn.Module):
         v = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         v = v.clamp(1e-5, 1.0 - 1e-5)
         noise = torch.log(v) - torch.log1p(-v)  # standard logistic
-        return (mu + temperature * s * noise).clamp(-1.0, 1.0)
-
-
-# ----------------------------------------------------------------------------- units
-
-
-@overload
-def bits_per_sample(nll_nats: float, bins: int | None = None, scale: float | None = None) -> float:
-    ...
-
-
-@overload
-def bits_per_sample(
-    nll_nats: Tensor, bins: int | None = None, scale: float | None = None
-) -> Tensor:
-    ...
-
-
-def bits_per_sample(
-    nll_nats: float | Tensor, bins: int | None = None, scale: float | None = None
-) -> float | Tensor:
-    """Convert a mean NLL in nats per sample to bits per sample, comparably across heads.
-
-    - **Discrete likelihood** (`LogisticMixtureHead`, a softmax over levels): leave `bins`
-      as None; bits = nll / ln 2. Already a probability of a quantisation cell.
-    - **Continuous density** (`GaussianHead`): a density is not a probability; it depends
-      on the units. Pass the quantisation to compare at: `bins` levels over `[-1, 1]`,
-      i.e. cells of width `2/bins`. P(cell) ≈ density × cell width, so
-
-          bits = (nll − ln(cell width in the model's units)) / ln 2.
-
-      `scale` says how the model's data were normalised relative to that `[-1, 1]` range:
-      model units `y = x / scale`, with x in the quantisation's units, so the cell width in
-      model units is `2 / (bins · scale)`. `scale=None` (= 1) means the model's units *are*
-      the quantisation's, e.g. `minmax` data compared on a grid over the normalised
-      `[-1, 1]` (what SampleRNN does: ≈1–1.4 bits/sample at 256 levels). For `std`
-      normalisation compared on a grid over raw `[-1, 1]` audio, pass the train std.
-
-    The approximation holds when the density is smooth over one cell (σ ≫ cell width);
-    a Gaussian sharper than a cell can report *negative* bits, a sign that the comparison
-    needs a coarser grid or the discretised head.
-    """
-    if bins is None:
-        if scale is not None:
-            raise ValueError("scale only applies to a continuous density: pass bins as well")
-        return nll_nats / _LN2
-    bins = _check_positive_int(bins, "bins")
-    scale = 1.0 if scale is None else float(scale)
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    log_width = math.log(2.0 / (bins * scale))
-    return (nll_nats - log_width) / _LN2
+        return (mu + temperature * s * noise).clamp(lo, hi)

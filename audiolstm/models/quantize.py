@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "cell_edges",
     "dequantize",
     "linear_decode",
     "linear_encode",
@@ -95,6 +97,27 @@ def linear_decode(q: Tensor, q_levels: int = 256, dtype: torch.dtype | None = No
     q_levels = _check_levels(q_levels)
     x = -1.0 + (2.0 * _check_codes(q, q_levels) + 1.0) / q_levels
     return x.to(_out_dtype(dtype))
+
+
+def cell_edges(q_levels: int = 256, kind: Kind = "mu_law") -> np.ndarray:
+    """The Q + 1 sample-domain edges of the Q cells the encoder maps to each code (float64).
+
+    Code q is given to `[e_q, e_{q+1})`: mu-law rounds the companded value, so code q covers
+    companded `[-1 + (2q-1)/μ, -1 + (2q+1)/μ)`, expanded; linear code q covers
+    `[-1 + 2q/Q, -1 + 2(q+1)/Q)`. The encoders clamp their input to [-1, 1], so the first
+    and last cells are open: `e_0 = -inf`, `e_Q = +inf`. What the canonical likelihood
+    (`audiolstm.evaluation.likelihood.spread_matrix`) spreads each code's mass over.
+    """
+    q_levels = _check_levels(q_levels)
+    if kind == "mu_law":
+        mu = q_levels - 1
+        f = -1.0 + (2.0 * np.arange(mu, dtype=np.float64) + 1.0) / mu
+        inner = np.sign(f) * np.expm1(np.abs(f) * math.log1p(mu)) / mu
+    elif kind == "linear":
+        inner = -1.0 + 2.0 * np.arange(1, q_levels, dtype=np.float64) / q_levels
+    else:
+        raise ValueError(f"kind must be 'mu_law' or 'linear', got {kind!r}")
+    return np.concatenate([[-np.inf], inner, [np.inf]])
 
 
 def quantize(x: Tensor, q_levels: int = 256, kind: Kind = "mu_law") -> Tensor:

@@ -1,13 +1,17 @@
-"""Which network a config or a checkpoint means.
+"""Which network a config or a checkpoint means, and which model settings it reads.
 
-`model.arch` picks the class: `frame_rnn` (AudioRNN, next-frame prediction;
-the seeds' models) or `samplernn` (SampleRNN, sample-level softmax). Both
-share one config schema; each class takes the fields it understands.
+`model.arch` picks the class: `frame_rnn` (AudioRNN, next-frame prediction; the seeds'
+models) or `samplernn` (SampleRNN, sample-level softmax). Both are configured through one
+`model` node (`config.ModelConfig`); `USES` lists the keys each architecture reads, and
+`unused_settings` the ones it would ignore for a given configuration (also those only one
+head or loss reads). `config.validate_model` refuses any of those set to anything but its
+schema default, with one line naming the key and the architecture: no setting is ever
+silently ignored.
 """
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,6 +19,31 @@ import pytorch_lightning as pl
 from audiolstm.errors import UserError
 
 ARCHS = ("frame_rnn", "samplernn")
+
+_COMMON = {"arch", "cell", "hidden_sizes", "tbptt_steps", "grad_clip", "optimizer", "scheduler"}
+#: the `model` keys each architecture reads
+USES: dict[str, frozenset[str]] = {
+    "frame_rnn": frozenset(_COMMON | {
+        "dropout", "input_dropout", "input_noise", "forget_bias", "head", "loss",
+        "stft_weight", "mixture_components", "mixture_bins", "scheduled_sampling"}),
+    "samplernn": frozenset(_COMMON | {
+        "frame_sizes", "q_levels", "quantization", "mlp_hidden", "embed_dim"}),
+}
+
+
+def unused_settings(model_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """{key: why} for the keys of `model_cfg` its architecture ignores as configured."""
+    arch = model_cfg.get("arch", "frame_rnn")
+    uses = USES.get(arch, frozenset())
+    out = {k: f"model.arch={arch} does not use it" for k in model_cfg if k not in uses}
+    if arch == "frame_rnn":
+        head, loss = model_cfg.get("head", "mse"), model_cfg.get("loss", "mse")
+        if head != "logistic_mixture":
+            for k in ("mixture_components", "mixture_bins"):
+                out[k] = f"only model.head=logistic_mixture reads it (model.head={head})"
+        if loss != "mse+stft":
+            out["stft_weight"] = f"only model.loss=mse+stft reads it (model.loss={loss})"
+    return out
 
 
 def model_class(arch: str) -> type[pl.LightningModule]:
@@ -29,19 +58,27 @@ def model_class(arch: str) -> type[pl.LightningModule]:
     raise UserError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
 
 
+def samplernn_tiers(sizes: list[int] | None) -> tuple[int, int]:
+    """SampleRNN's (hidden, rnn_layers) from `model.hidden_sizes` = [hidden] * layers."""
+    sizes = list(sizes or [256])
+    if len(set(sizes)) != 1:
+        raise UserError(f"model.hidden_sizes={sizes}: SampleRNN tiers use one size "
+                        "(hidden_sizes: [H] * layers)")
+    return sizes[0], len(sizes)
+
+
 def build_model(input_dim: int, model_cfg: dict[str, Any]) -> pl.LightningModule:
-    """Instantiate the configured network with the arguments its class takes."""
-    cfg = dict(model_cfg)
-    arch = cfg.pop("arch", "frame_rnn")
+    """Instantiate the configured network with the settings its architecture reads.
+
+    The others are dropped here; `config.validate_model` has already refused any of them
+    that was set to something other than its default.
+    """
+    arch = model_cfg.get("arch", "frame_rnn")
     cls = model_class(arch)
+    kwargs = {k: v for k, v in model_cfg.items() if k in USES[arch] and k != "arch"}
     if arch == "samplernn":  # frame tiers: hidden_sizes = [hidden] * rnn_layers
-        sizes = cfg.get("hidden_sizes") or [256]
-        if len(set(sizes)) != 1:
-            raise UserError(f"model.hidden_sizes={sizes}: SampleRNN tiers use one size "
-                            "(hidden_sizes: [H] * layers)")
-        cfg["hidden"], cfg["rnn_layers"] = sizes[0], len(sizes)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return cls(input_dim=input_dim, **{k: v for k, v in cfg.items() if k in accepted})
+        kwargs["hidden"], kwargs["rnn_layers"] = samplernn_tiers(kwargs.pop("hidden_sizes", None))
+    return cls(input_dim=input_dim, **kwargs)
 
 
 def class_of_checkpoint(ckpt: dict[str, Any]) -> type[pl.LightningModule]:

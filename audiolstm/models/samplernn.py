@@ -34,20 +34,27 @@ Shapes through `forward(codes (B, F_0 + n), state)` with n a multiple of F_0:
     state          per frame tier: (h, c) for LSTM, h for GRU, each (rnn_layers, B, hidden)
 
 Batches (the same data module as `AudioRNN`, `repr=time`, `hop == x_len`): frames
-(B, T+1, x_len) of normalised samples are flattened to (B, (T+1)·x_len) and quantised
-(`audiolstm.models.quantize`; use `norm=minmax` so samples lie in [-1, 1], values outside are
-clamped). `x_len` must be a multiple of F_0 so that the targets are whole top frames.
+(B, T+1, x_len) of normalised samples are flattened to (B, (T+1)·x_len), taken back to the
+**original scale** (the normaliser is affine and exactly invertible) and quantised there
+(`audiolstm.models.quantize`, clamped to [-1, 1] as audio is): SampleRNN models 8-bit audio,
+whatever `norm` the run uses (the default `std` included), so `norm` changes nothing it
+learns, and its levels sit on the original [-1, 1] where the canonical likelihood is
+defined. Each example is cut to the context plus whole top frames (at most F_0 − 1 samples
+at its end are dropped), so any `x_len` works.
 
 Training uses manual optimisation with truncated BPTT, like `AudioRNN`: the targets are
 cut into chunks of `tbptt_steps` top frames, every tier's state is carried across chunks
 detached (stateful across the chunks of one example, reset between examples), and the
 optimiser steps once per chunk. Chunked and full forwards give the same logits.
 
-Metrics: `loss` is the cross-entropy in nats per sample; `bits_per_sample = loss / ln 2`
-is a *discrete* likelihood of the `q_levels`-level quantisation (mu-law or linear) of the
-normalised signal, the number SampleRNN reports (≈1–1.4 bits at 256 levels); `mse` is the
-squared error, in normalised units, of the softmax's expected value (levels dequantised)
-against the true, unquantised sample: comparable with `AudioRNN`'s `loss`.
+Metrics: `loss` is the cross-entropy in nats per sample of its own quantisation, also
+logged as bits under the name of its grid (`bits_per_sample_mulaw256`,
+`bits_per_sample_linear256`, …); `bits_per_sample` is the canonical likelihood
+(`audiolstm.evaluation.likelihood`: 256 linear levels of the original-scale [−1, 1]), each
+level's mass spread uniformly over the original-scale interval its code covers (with
+`quantization=linear q_levels=256` the two grids coincide and so do the numbers); `mse` is
+the squared error, in normalised units, of the softmax's expected value (levels
+dequantised) against the true, unquantised sample: comparable with `AudioRNN`'s `mse`.
 """
 
 from __future__ import annotations
@@ -60,9 +67,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiolstm.errors import UserError
+from audiolstm.evaluation.likelihood import LN2, discrete_log_prob, spread_matrix
 from audiolstm.models.base import AudioModel, ProgressFn, State, cpu_backend, run_chunks
-from audiolstm.models.heads import bits_per_sample
-from audiolstm.models.quantize import dequantize, quantize
+from audiolstm.models.quantize import cell_edges, dequantize, quantize
 from audiolstm.models.samplernn_step import SampleLoop, loop_threads, torch_threads
 
 __all__ = ["SampleRNN"]
@@ -115,7 +122,7 @@ class SampleRNN(AudioModel):
         input_dim: int | None = None,  # the registry passes it to every model; unused here
     ) -> None:
         super().__init__()
-        frame_sizes = _check_frame_sizes(frame_sizes)
+        frame_sizes = check_frame_sizes(frame_sizes)
         for name, v in (("hidden", hidden), ("rnn_layers", rnn_layers),
                         ("mlp_hidden", mlp_hidden), ("embed_dim", embed_dim)):
             _check_pos_int(f"model.{name}", v)
@@ -149,9 +156,12 @@ class SampleRNN(AudioModel):
             nn.ReLU(), nn.Linear(mlp_hidden, mlp_hidden),
             nn.ReLU(), nn.Linear(mlp_hidden, q_levels),
         )
-        # Dequantised value of each level, for the expected value behind `mse`.
+        # Dequantised value of each level (original scale), for the expected value behind
+        # `mse`; and how each level's mass spreads over the canonical bins (log, [Q, 256]).
         self.register_buffer(
             "levels", dequantize(torch.arange(q_levels), q_levels, quantization), persistent=False)
+        spread = torch.from_numpy(spread_matrix(cell_edges(q_levels, quantization)))
+        self.register_buffer("log_spread", spread.log(), persistent=False)
 
     # ------------------------------------------------------------------ network
     @property
@@ -200,29 +210,42 @@ class SampleRNN(AudioModel):
         cond, state = self.conditioning(codes, state)
         return self.sample_logits(codes, cond), state
 
-    def quantize(self, samples: Tensor) -> Tensor:
-        """Normalised samples -> codes in [0, q_levels) (clamped to [-1, 1] first)."""
-        return quantize(samples, self.q_levels, self.quantization).to(samples.device)
+    def quantize(self, samples: Tensor, split: str = "train") -> Tensor:
+        """Normalised samples of `split` -> codes in [0, q_levels) of the original-scale
+        audio (clamped to [-1, 1] first, as audio is)."""
+        shift, scale = self.affine(split)
+        original = samples.double() * scale + shift
+        return quantize(original, self.q_levels, self.quantization).to(samples.device)
+
+    def dequantize(self, codes: Tensor, split: str = "train",
+                   dtype: torch.dtype | None = None) -> Tensor:
+        """Codes -> their original-scale levels, in `split`'s normalised units."""
+        shift, scale = self.affine(split)
+        x = dequantize(codes, self.q_levels, self.quantization, dtype=torch.float64)
+        return ((x - shift) / scale).to(dtype or torch.get_default_dtype()).to(codes.device)
 
     def teacher_forced_logits(self, samples: Tensor) -> Tensor:
         """samples (B, N) normalised -> logits (B, N - F_0, Q) for samples[:, F_0:], one pass."""
         return self(self.quantize(samples))[0]
 
     # ------------------------------------------------------------------ data
-    def _codes(self, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """A frames batch (B, T+1, x_len) -> codes and samples, both (B, (T+1)·x_len)."""
+    def _codes(self, batch: Tensor, split: str = "train") -> tuple[Tensor, Tensor]:
+        """A frames batch (B, T+1, x_len) -> codes and samples, both (B, F_0 + whole top
+        frames): the (T+1)·x_len samples cut to the context plus whole top frames."""
         if batch.dim() != 3:
             raise ValueError(f"SampleRNN expects frames (B, T+1, x_len), got {tuple(batch.shape)}")
         self._check_data(batch.shape[-1])
         samples = batch.reshape(batch.shape[0], -1)
-        return self.quantize(samples), samples
+        top = self.lookback
+        keep = top + (samples.shape[1] - top) // top * top
+        if keep <= top:
+            raise UserError(
+                f"an example holds {samples.shape[1]} samples: SampleRNN needs more than "
+                f"model.frame_sizes[0]={top} (raise data.seq_len or data.x_len)")
+        samples = samples[:, :keep]
+        return self.quantize(samples, split), samples
 
     def _check_data(self, x_len: int) -> None:
-        top = self.lookback
-        if x_len % top:
-            raise UserError(
-                f"data.x_len={x_len} must be a multiple of model.frame_sizes[0]={top} "
-                "(SampleRNN's top frame)")
         ds = self.data_state
         if ds is None:
             return
@@ -258,22 +281,27 @@ class SampleRNN(AudioModel):
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: Tensor) -> None:
-        codes, samples = self._codes(batch)
-        top, q = self.lookback, self.q_levels
+    def _eval_step(self, batch: Tensor, split: str) -> None:
+        codes, samples = self._codes(batch, split)
+        top = self.lookback
         n = codes.shape[1] - top
+        shift, scale = self.affine(split)
 
         def step(start: int, stop: int, state: State | None) -> tuple[Tensor, State]:
             logits, state = self(codes[:, start : stop + top], state)
             target = codes[:, start + top : stop + top]
-            ce = F.cross_entropy(logits.reshape(-1, q), target.reshape(-1), reduction="sum")
-            expected = torch.softmax(logits.float(), dim=-1) @ self.levels.float()
-            err = (expected - samples[:, start + top : stop + top].float()).square().sum()
-            return torch.stack([ce.double(), err.double()]), state
+            log_p = torch.log_softmax(logits.double(), dim=-1)
+            ce = -log_p.gather(-1, target.unsqueeze(-1)).sum()
+            # the expected level (original scale) against the true sample, normalised units
+            expected = (log_p.exp() @ self.levels.double() - shift) / scale
+            truth = samples[:, start + top : stop + top].double()
+            err = (expected - truth).square().sum()
+            canonical = discrete_log_prob(log_p, truth * scale + shift, self.log_spread).sum()
+            return torch.stack([ce, err, -canonical]), state
 
         # the same chunks as training: bounded memory
-        ce, err = torch.stack(run_chunks(n, self._chunk_len(n), step)).sum(0)
-        self.accumulate({"loss": ce, "mse": err,
+        ce, err, nll = torch.stack(run_chunks(n, self._chunk_len(n), step)).sum(0)
+        self.accumulate({"loss": ce, "mse": err, "canonical": nll,
                          "count": torch.tensor(float(codes.shape[0] * n), dtype=torch.float64,
                                                device=codes.device)})
 
@@ -286,8 +314,18 @@ class SampleRNN(AudioModel):
         loss = total["loss"] / n
         # Already reduced over ranks above: no sync_dist here.
         self.log(f"{prefix}/loss", loss, prog_bar=True)
-        self.log_dict({f"{prefix}/bits_per_sample": bits_per_sample(loss),
+        self.log_dict({f"{prefix}/bits_per_sample": total["canonical"] / n / LN2,
+                       f"{prefix}/{self.own_grid_metric}": loss / LN2,
                        f"{prefix}/mse": total["mse"] / n})
+
+    #: what its bits/sample are (AudioRNN with head=mse: "Gaussian-equivalent")
+    bits_kind = "likelihood"
+
+    @property
+    def own_grid_metric(self) -> str:
+        """The name of the bits on its own grid: bits_per_sample_mulaw256, …_linear256."""
+        kind = "mulaw" if self.quantization == "mu_law" else "linear"
+        return f"bits_per_sample_{kind}{self.q_levels}"
 
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
@@ -301,7 +339,8 @@ class SampleRNN(AudioModel):
         in one pass, then each sample is drawn from `softmax(logits / temperature)`
         (temperature 0: argmax) with O(1) work: tier k steps only every F_k samples,
         carrying its state. The B sequences are generated together and independently.
-        Output samples are dequantised levels in normalised units, on the model's device,
+        Output samples are dequantised (original-scale) levels in the train split's normalised
+        units (what `quantize` reads; see `dequantize`), on the model's device,
         in the seed's dtype. `return_logits=True` also returns the logits each sample was
         drawn from, (B, n_samples, Q) (what the tests compare with `teacher_forced_logits`).
         """
@@ -335,7 +374,7 @@ class SampleRNN(AudioModel):
         with cpu_backend(single_step=device.type == "cpu"), \
                 torch_threads(loop_threads(b, loop.table.shape[1])):
             loop.run(buf, s, n_samples, temperature, generator, logits_out, progress, top)
-        out = dequantize(buf[:, s:], self.q_levels, self.quantization, dtype=seed.dtype)
+        out = self.dequantize(buf[:, s:], dtype=seed.dtype)
         return (out, logits_out) if logits_out is not None else out
 
 
@@ -345,7 +384,7 @@ def _check_pos_int(field: str, value: Any) -> int:
     return value
 
 
-def _check_frame_sizes(frame_sizes: Any) -> list[int]:
+def check_frame_sizes(frame_sizes: Any) -> list[int]:
     try:
         sizes = list(frame_sizes)
     except TypeError:

@@ -27,7 +27,7 @@ from audiolstm.atomic import write_json
 from audiolstm.config import to_container, validate_train
 from audiolstm.data.datamodule import AudioDataModule
 from audiolstm.errors import UserError
-from audiolstm.evaluation.baselines import fit_ridge_baseline
+from audiolstm.evaluation.likelihood import GRID_NAME
 from audiolstm.evaluation.plots import plot_learning_curves
 from audiolstm.models.checkpoints import load_checkpoint
 from audiolstm.models.frame_rnn import AudioRNN
@@ -134,9 +134,8 @@ def run(cfg: DictConfig) -> float:
     if init is not None:
         _warm_start(model, init, cfg.init_from)
     model.data_state = dm.data_state()
-    if cfg.ridge_baseline and isinstance(model, AudioRNN):
-        model.ridge = (fit_ridge_baseline(dm.train_frame_pairs())
-                       if dm.input_dim <= RIDGE_MAX_DIM else None)
+    if cfg.ridge_baseline and isinstance(model, AudioRNN) and dm.input_dim <= RIDGE_MAX_DIM:
+        model.fit_ridge(dm.train_frame_pairs)  # and its training MSE (its val bits' variance)
 
     wandb_id = (resume["audiolstm"].get("wandb_id") if resume else None)
     loggers = build_loggers(cfg, run_dir, wandb_id)
@@ -184,8 +183,11 @@ def run(cfg: DictConfig) -> float:
         "val": val_metrics,
         **{key: test_metrics.get(metric) for metric, key in METRIC_FIELDS.items()},
         "params": model.num_params,
-        "precision": precision.value,
+        # what test_bits_per_sample is a likelihood of (evaluation/likelihood.py), and how
+        "bits_grid": GRID_NAME,
+        "bits_kind": getattr(model, "bits_kind", None),
         **dm.split_summary(),
+        "precision": precision.value,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "train_seconds": train_seconds,
