@@ -193,16 +193,13 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
     loop.set_state([None] * len(model.tiers))
     fb, q = loop.fb, loop.q
     buf = torch.randint(q, (b, 64))
-    cond = torch.randn(b, fb, loop.table.shape[1])
     x = torch.empty(b, loop.table.shape[1])
     logits = torch.randn(b, q)
-    noise = gumbel(64, b, q, 1.0, None, loop.table)
     tier = loop.tiers[-1]
 
     def first() -> None:
-        torch.add(buf[:, 10 : 10 + fb], loop.offsets, out=loop.idx)
-        y = F.embedding_bag(loop.idx, loop.table, mode="sum")
-        y += cond[:, 3]
+        torch.add(buf[:, 10 : 10 + fb], loop.offsets, out=loop.codes[3])
+        loop.table.index_select(0, loop.rows[3]).view(b, fb + 1, -1).sum(1)
 
     def mlp() -> None:
         y = x
@@ -213,24 +210,25 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
                 y = torch.addmm(layer[0], y, layer[1], out=layer[2])
 
     def draw() -> None:
-        logits.add_(noise[5])
-        buf[:, 40] = torch.argmax(logits, dim=1)
+        torch.argmax(logits, 1, False, out=buf[:, 40])
+
+    def noise(n: int) -> None:
+        gumbel(n, b, q, 1.0, None, loop.table).add_(loop.layers[-1][0])
 
     block = max(1, (1 << 20) // (b * q))
     parts = {  # (timed eagerly: under TorchScript each costs less, the rest shrinks)
-        "embedding_bag over the folded table + conditioning": first,
-        "3 × (ReLU, addmm into a buffer)": mlp,
-        "draw: add Gumbel noise + argmax + store": draw,
-        f"Gumbel noise, drawn {block} samples at a time": lambda: gumbel(
-            block, b, q, 1.0, None, loop.table),
-        f"frame tier (lstm_cell step, 1/{fb} of it)": lambda: tier.step(buf[:, 10 : 10 + fb],
-                                                                         None),
+        "embedding_bag: codes + conditioning row, folded table": first,
+        "3 × (ReLU, addmm into a buffer), Gumbel noise as the last bias": mlp,
+        "draw: argmax into the codes": draw,
+        f"Gumbel noise + last bias, drawn {block} samples at a time": lambda: noise(block),
+        f"frame tier (lstm_cell step, 1/{fb} of it)": lambda: tier.step(
+            buf[:, 10 : 10 + fb], None, out=loop.cond),
     }
     out = {}
     with torch.inference_mode(), cpu_backend(single_step=True), torch_threads(1):
         for name, fn in parts.items():
-            per = best_per_call(fn, 300 if "noise," not in name else 5, repeats)
-            out[name] = per / block if "noise," in name else (
+            per = best_per_call(fn, 300 if "at a time" not in name else 5, repeats)
+            out[name] = per / block if "at a time" in name else (
                 per / fb if name.startswith("frame tier") else per)
     return out
 

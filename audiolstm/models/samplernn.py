@@ -70,7 +70,7 @@ from audiolstm.errors import UserError
 from audiolstm.evaluation.likelihood import LN2, discrete_log_prob, spread_matrix
 from audiolstm.models.base import AudioModel, ProgressFn, State, cpu_backend, run_chunks
 from audiolstm.models.quantize import cell_edges, dequantize, quantize
-from audiolstm.models.samplernn_step import SampleLoop, loop_threads, torch_threads
+from audiolstm.models.samplernn_step import SampleLoop
 
 __all__ = ["SampleRNN"]
 
@@ -367,12 +367,11 @@ class SampleRNN(AudioModel):
         state: list[Any] = [None] * len(self.tiers)
         if s > top:  # warm: the tiers consume every frame before the first target
             _, state = self.conditioning(buf[:, :s])
-        # the per-sample loop (samplernn_step.py): precomputed tables, preallocated
-        # buffers, Gumbel-max draws; one thread unless a step has work to share
+        # the per-sample loop (samplernn_step.py): folded tables, pre-drawn randomness,
+        # frame tiers on every thread, the per-sample ops on one
         loop = SampleLoop(self, b)
         loop.set_state(state)
-        with cpu_backend(single_step=device.type == "cpu"), \
-                torch_threads(loop_threads(b, loop.table.shape[1])):
+        with cpu_backend(single_step=device.type == "cpu"):
             loop.run(buf, s, n_samples, temperature, generator, logits_out, progress, top)
         out = self.dequantize(buf[:, s:], dtype=seed.dtype)
         return (out, logits_out) if logits_out is not None else out

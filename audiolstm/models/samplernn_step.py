@@ -2,23 +2,37 @@
 
 Why a module of its own: generating one sample is ~0.2 MFLOP at the default sizes
 (H = 256), a few microseconds of arithmetic, so the time goes to the *number* of tensor
-operations per sample and to Python, not to the maths. This loop does per sample:
+operations per sample, to how each reads its weights, and to Python, not to the maths.
+Measured on the 2-core CPU (bench/bench_generate.py, bench/RESULTS.md), this loop does:
 
-- the sample MLP's first layer as one `embedding_bag`: the embedding is linear before
-  `mlp_in` (a width-`F` convolution), so `mlp_in(emb(c))` = Σ_p `table[p][c[t-F+p]]` with
-  `table[p] = emb.weight @ W_p.T` precomputed once per call (F·Q·H floats: 4 MB at the
-  defaults); `mlp_in`'s bias rides with the conditioning vector instead;
-- the other layers as `addmm` into preallocated buffers, ReLUs in place;
-- the draw as Gumbel-max: `argmax(logits + T·g)` with `g` standard Gumbel noise is an
-  exact draw from `softmax(logits / T)`; the noise for many samples is drawn in one
-  vectorised call ahead of time, so the draw costs one add and one argmax (`T = 0`:
-  the argmax alone);
-- the frame tiers only every `F_k` samples, as `lstm_cell`/`gru_cell` calls on the
-  layer weights (one op per layer instead of an `nn.LSTM` call).
+- the sample MLP's first layer *and* the conditioning as one gather and one sum: the
+  embedding is linear before `mlp_in` (a width-`F` convolution), so `mlp_in(emb(c))` =
+  Σ_p `table[p][c[t-F+p]]` with `table[p] = emb.weight @ W_p.T` precomputed once per call
+  (F·Q·H floats: 4 MB at the defaults); the lowest frame tier writes its conditioning
+  vectors (with `mlp_in`'s bias inside) into extra rows of the same table, so sample t
+  sums F code rows and one conditioning row (`index_select` + `sum`: ~3× cheaper than
+  `embedding_bag`, which builds its offsets on every call);
+- the other layers as `addmm` on weights stored transposed and contiguous (in, out):
+  the transposed *view* of an `nn.Linear` weight costs ~1.5× more per call;
+- the draw, exact either way: Gumbel-max, `argmax(logits + T·g)` with `g` standard
+  Gumbel noise drawn for many samples in one vectorised call with the last layer's bias
+  already added (so the noise *is* the last `addmm`'s bias and the draw is one argmax
+  written straight into the codes), while a step draws few random numbers (B·Q ≤
+  `GUMBEL_MAX_DRAWS`: one stream); above that, Q Gumbel numbers per stream cost more than
+  the inverse CDF: `softmax(logits / T)`, its cumulative sum and one pre-drawn uniform
+  per stream in (0, 1] (`searchsorted`). `T = 0`: the argmax alone;
+- the frame tiers only every `F_k` samples, each LSTM layer as one `addmm` over [x, h]
+  (GRU layers: `gru_cell`), on every intra-op thread: the up-projection to F
+  conditioning vectors (H → F·H, 4 MB of weights) is bound by memory bandwidth, which
+  a second core adds to;
+- the per-sample ops on one intra-op thread unless a step is large (`loop_threads`: a
+  second thread inside a 256 × 256 `addmm` costs more than it saves). Splitting the streams into one group per core, each a
+  forked TorchScript task, sped the per-sample part of 16 streams up 1.4× alone but not
+  the whole loop (the frame tiers' threads and the tasks contend for the two cores), so
+  it was not kept.
 
 The logits equal `SampleRNN.forward` (teacher forcing) to float32 rounding: the same
-sums in another order. Timings and the per-sample budget: bench/bench_generate.py,
-bench/RESULTS.md.
+sums in another order.
 """
 
 from __future__ import annotations
@@ -29,22 +43,20 @@ from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiolstm.models.base import ProgressFn
 
 #: random numbers drawn ahead per refill (samples × batch × levels), ~4 MB of float32
 NOISE_BLOCK = 1 << 20
+#: the largest B·Q drawn by Gumbel-max; larger steps use the inverse CDF (measured:
+#: B = 1, Q = 256: Gumbel ~4 µs a step vs ~8; B = 16: ~57 µs vs ~25)
+GUMBEL_MAX_DRAWS = 1024
 
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Run with `n` intra-op threads and restore the setting after.
-
-    Per-sample ops are microseconds long; waking a second OpenMP thread for each costs
-    more than it saves, and on a shared 2-core machine a busy core stalls every op.
-    """
+    """Run with `n` intra-op threads and restore the setting after (~0.3 µs a switch)."""
     before = torch.get_num_threads()
     if n == before:
         yield
@@ -57,14 +69,57 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def loop_threads(batch: int, mlp_hidden: int) -> int:
-    """Threads for the per-sample loop: one, unless a step has enough arithmetic to share.
+    """Threads for the per-sample ops: one, unless a step has enough arithmetic to share.
 
-    Measured (bench/bench_generate.py, on the shared 2-core machine): at 16 streams of
-    H = 256 (~6 MFLOP a step) two threads were no faster than one; only steps far above
-    that (16 streams at H = 1024, ~80 MFLOP) are given every thread.
+    Measured (bench/bench_generate.py, 2-core CPU): a 256 × 256 `addmm` of one stream
+    takes ~6 µs on one thread and ~11 µs on two, and at 16 streams the same on both; only
+    steps far above that (16 streams at H = 1024, ~80 MFLOP) are given every thread.
     """
     flops = 2 * batch * (2 * mlp_hidden * mlp_hidden + 256 * mlp_hidden)
     return torch.get_num_threads() if flops >= (1 << 25) else 1
+
+
+def _transposed(weight: Tensor) -> Tensor:
+    """An (out, in) weight as a contiguous (in, out) matrix for `addmm(bias, x, w)`."""
+    return weight.t().contiguous()
+
+
+class _LSTMLayer:
+    """One LSTM layer stepped as one `addmm` over [x, h] and the gate maths."""
+
+    def __init__(self, rnn: nn.LSTM, i: int) -> None:
+        self.w = _transposed(torch.cat([getattr(rnn, f"weight_ih_l{i}"),
+                                        getattr(rnn, f"weight_hh_l{i}")], dim=1))
+        self.bias = getattr(rnn, f"bias_ih_l{i}") + getattr(rnn, f"bias_hh_l{i}")
+        self.hidden = rnn.hidden_size
+        self.h = self.c = self.bias  # replaced by set_state
+
+    def set_state(self, h: Tensor, c: Tensor) -> None:
+        self.h, self.c = h.clone(), c.clone()
+
+    def step(self, x: Tensor) -> Tensor:
+        """x (B, D) -> new h (B, H); gate order i, f, g, o as in nn.LSTM."""
+        gates = torch.addmm(self.bias, torch.cat([x, self.h], dim=1), self.w)
+        i, f, g, o = gates.chunk(4, dim=1)
+        self.c = torch.addcmul(f.sigmoid_() * self.c, i.sigmoid_(), g.tanh_())
+        self.h = o.sigmoid_() * torch.tanh(self.c)
+        return self.h
+
+
+class _GRULayer:
+    """One GRU layer stepped by `torch.gru_cell` (its new gate needs W_hh h apart)."""
+
+    def __init__(self, rnn: nn.GRU, i: int) -> None:
+        self.weights = tuple(getattr(rnn, f"{name}_l{i}")
+                             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        self.h = self.weights[0]  # replaced by set_state
+
+    def set_state(self, h: Tensor) -> None:
+        self.h = h.clone()
+
+    def step(self, x: Tensor) -> Tensor:
+        self.h = torch.gru_cell(x, self.h, *self.weights)
+        return self.h
 
 
 class _TierStep:
@@ -73,45 +128,38 @@ class _TierStep:
     def __init__(self, tier: nn.Module, level_scale: float, extra_bias: Tensor | None) -> None:
         self.frame_size, self.ratio, self.out_dim = tier.frame_size, tier.ratio, tier.out_dim
         self.level_scale = level_scale
-        self.w_inp, self.b_inp = tier.inp.weight.t(), tier.inp.bias
+        self.w_inp, self.b_inp = _transposed(tier.inp.weight), tier.inp.bias
         rnn = tier.rnn
         self.lstm = isinstance(rnn, nn.LSTM)
-        self.cell = torch.lstm_cell if self.lstm else torch.gru_cell
-        self.weights = [
-            (getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}"),
-             getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}"))
-            for i in range(rnn.num_layers)
-        ]
+        self.hidden = rnn.hidden_size
+        self.layers = [(_LSTMLayer if self.lstm else _GRULayer)(rnn, i)
+                       for i in range(rnn.num_layers)]
         b_up = tier.up.bias
         if extra_bias is not None:  # mlp_in's bias, added to every sample's conditioning
             b_up = b_up + extra_bias.repeat(self.ratio)
-        self.w_up, self.b_up = tier.up.weight.t(), b_up
-        self.h: list[Any] = []
+        self.w_up, self.b_up = _transposed(tier.up.weight), b_up
 
     def set_state(self, state: Any, batch: int, like: Tensor) -> None:
         """nn.LSTM/GRU state ((L, B, H) tensors, or None for zeros) -> per-layer states."""
-        layers = len(self.weights)
-        hidden = self.weights[0][1].shape[1]
         if state is None:
-            zeros = like.new_zeros(layers, batch, hidden)
-            state = (zeros, zeros.clone()) if self.lstm else zeros
-        if self.lstm:
-            h, c = state
-            self.h = [(h[i].clone(), c[i].clone()) for i in range(layers)]
-        else:
-            self.h = [state[i].clone() for i in range(layers)]
+            zeros = like.new_zeros(len(self.layers), batch, self.hidden)
+            state = (zeros, zeros) if self.lstm else zeros
+        for i, layer in enumerate(self.layers):
+            if self.lstm:
+                layer.set_state(state[0][i], state[1][i])
+            else:
+                layer.set_state(state[i])
 
-    def step(self, codes: Tensor, above: Tensor | None) -> Tensor:
-        """codes (B, F) of the frame just completed, conditioning (B, H) -> (B, ratio, out)."""
+    def step(self, codes: Tensor, above: Tensor | None, out: Tensor | None = None) -> Tensor:
+        """codes (B, F) of the frame just completed, conditioning (B, H) -> (B, ratio, out)
+        (written into `out`, (B, ratio·out), when given)."""
         x = codes.to(self.w_inp.dtype).mul_(self.level_scale).sub_(1.0)
         x = torch.addmm(self.b_inp, x, self.w_inp)
         if above is not None:
             x += above
-        for i, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.weights):
-            s = self.cell(x, self.h[i], w_ih, w_hh, b_ih, b_hh)
-            self.h[i] = s
-            x = s[0] if self.lstm else s
-        out = torch.addmm(self.b_up, x, self.w_up)
+        for layer in self.layers:
+            x = layer.step(x)
+        out = torch.addmm(self.b_up, x, self.w_up, out=out)
         return out.view(out.shape[0], self.ratio, self.out_dim)
 
 
@@ -119,7 +167,6 @@ class SampleLoop:
     """Precomputed weights and buffers for one `SampleRNN.generate` call."""
 
     def __init__(self, model: nn.Module, batch: int) -> None:
-        self.model = model
         self.batch = batch
         self.q = model.q_levels
         self.fb = model.frame_sizes[-1]
@@ -127,19 +174,26 @@ class SampleLoop:
         last = len(model.tiers) - 1
         self.tiers = [_TierStep(t, scale, model.mlp_in.bias if k == last else None)
                       for k, t in enumerate(model.tiers)]
-        # table[p * Q + c] = W_p @ emb[c]: mlp_in on a window = a sum of F gathered rows
+        # table[p * Q + c] = W_p @ emb[c]: mlp_in on a window = a sum of F gathered rows;
+        # then B·F rows for the conditioning of each stream's current lowest frame
         w = model.mlp_in.weight  # (H, E, F)
         emb = model.embedding.weight  # (Q, E)
-        self.table = torch.einsum("qe,hep->pqh", emb, w).reshape(self.fb * self.q, -1)
-        self.offsets = (torch.arange(self.fb, device=w.device) * self.q).expand(batch, -1)
-        # per layer: (bias, weight transposed, output buffer), or None for a ReLU
-        layers = _mlp_layers(model.mlp)
-        if [lin is None for lin in layers] != [True, False] * 3:
-            raise TypeError("SampleLoop expects the sample MLP (ReLU, Linear) x 3")
-        self.layers = [None if lin is None else
-                       (lin.bias, lin.weight.t(), w.new_empty(batch, lin.out_features))
-                       for lin in layers]
-        self.idx = torch.empty(batch, self.fb, dtype=torch.long, device=w.device)
+        code_rows = self.fb * self.q
+        self.table = w.new_empty(code_rows + batch * self.fb, w.shape[0])
+        self.table[:code_rows] = torch.einsum("qe,hep->pqh", emb, w).reshape(code_rows, -1)
+        self.cond = self.table[code_rows:].view(batch, -1)  # the lowest tier writes here
+        fb, q = self.fb, self.q
+        self.offsets = (torch.arange(fb, device=w.device) * q).expand(batch, -1)
+        # rows[j]: the table rows summed for sample j of a frame, stream by stream: F codes
+        # (written per sample through codes[j], offset into their positions' blocks) and
+        # the stream's conditioning row for sample j
+        idx = torch.empty(fb, batch, fb + 1, dtype=torch.long, device=w.device)
+        idx[:, :, fb] = (code_rows + torch.arange(batch, device=w.device) * fb
+                         + torch.arange(fb, device=w.device)[:, None])
+        self.rows = [r.view(-1) for r in idx.unbind(0)]
+        self.codes = [r[:, :fb] for r in idx.unbind(0)]
+        linears = _mlp_linears(model.mlp)
+        self.mlp = [(lin.bias, _transposed(lin.weight)) for lin in linears]
 
     def set_state(self, state: list[Any]) -> None:
         for tier, s in zip(self.tiers, state, strict=True):
@@ -151,66 +205,101 @@ class SampleLoop:
         """Fill buf[:, start : start + n] (codes) sample by sample; `start` is a multiple
         of the top frame size, where every tier is due to step.
 
-        Python steps the frame tiers once per lowest frame; the frame's samples run in
-        `frame_samples` (TorchScript when it compiles, the same function eager otherwise).
+        Python steps the frame tiers once per lowest frame (on every intra-op thread);
+        the frame's samples run in `frame_samples` (TorchScript when it compiles, the same
+        function eager otherwise) on one thread.
         """
         b, q, fb = self.batch, self.q, self.fb
         sizes = [t.frame_size for t in self.tiers]
+        last = len(self.tiers) - 1
         conds: list[Tensor] = [self.table] * len(self.tiers)  # all replaced at t = start
-        (b1, w1, o1), (b2, w2, o2), (b3, w3, o3) = (x for x in self.layers if x is not None)
+        (b1, w1), (b2, w2), (b3, w3) = self.mlp
+        gumbel_draw = temperature > 0 and b * q <= GUMBEL_MAX_DRAWS
+        inverse_cdf = temperature > 0 and not gumbel_draw
+        # Gumbel noise carries b3 (it is the last layer's bias) unless logits are returned
+        noise_bias = logits_out is None
         noise: Tensor | None = None
-        block = max(fb, NOISE_BLOCK // (b * q) // fb * fb)  # whole frames of noise
-        noise_at = start  # first sample the current noise block covers
+        per_step = b * q if gumbel_draw else b
+        block = max(fb, NOISE_BLOCK // per_step // fb * fb)  # whole frames of draws
+        noise_at = start  # first sample the current block covers
         samples = _frame_samples()
+        frame_threads = torch.get_num_threads()
+        uniform: Tensor | None = None
+        inv_t = 1.0 / max(temperature, 1e-30)
         i = 0
-        while i < n:
-            t = start + i  # a new lowest frame: step the tiers that are due
-            for k, tier in enumerate(self.tiers):
-                fs = sizes[k]
-                if t % fs:
-                    continue
-                above = None
-                if k:
-                    j = (t % sizes[k - 1]) // fs
-                    above = conds[k - 1][:, j]
-                conds[k] = tier.step(buf[:, t - fs : t], above)
-            m = min(fb, n - i)
-            if temperature > 0 and (noise is None or t + m > noise_at + noise.shape[0]):
-                noise = gumbel(min(block, n - i), b, q, temperature, generator, like=self.table)
-                noise_at = t
-            samples(buf, t, m, fb, conds[-1], self.table, self.offsets, self.idx,
-                    w1, b1, o1, w2, b2, o2, w3, b3, o3,
-                    noise if temperature > 0 else None, noise_at, logits_out, i)
-            i += m
-            if progress and (i % progress_every == 0 or i == n):
-                progress(i, n)
+        with torch_threads(loop_threads(b, w1.shape[1])):
+            while i < n:
+                t = start + i  # a new lowest frame: step the tiers that are due
+                with torch_threads(frame_threads):
+                    for k, tier in enumerate(self.tiers):
+                        fs = sizes[k]
+                        if t % fs:
+                            continue
+                        above = None
+                        if k:
+                            j = (t % sizes[k - 1]) // fs
+                            above = conds[k - 1][:, j]
+                        conds[k] = tier.step(buf[:, t - fs : t], above,
+                                             out=self.cond if k == last else None)
+                m = min(fb, n - i)
+                if temperature > 0 and (noise is None or t + m > noise_at + noise.shape[0]):
+                    noise_at, size = t, min(block, n - i)
+                    if gumbel_draw:
+                        noise = gumbel(size, b, q, temperature, generator, like=self.table)
+                        if noise_bias:
+                            noise += b3
+                    else:
+                        noise = torch.rand(size, b, 1, generator=generator,  # in (0, 1]
+                                           dtype=self.table.dtype, device=self.table.device)
+                        noise.neg_().add_(1.0)
+                    uniform = noise if inverse_cdf else None
+                samples(buf, t, m, fb, self.table, self.offsets, self.rows, self.codes,
+                        w1, b1, w2, b2, w3, b3, noise if gumbel_draw else None, noise_bias,
+                        uniform, inv_t, noise_at, logits_out, i)
+                i += m
+                if progress and (i % progress_every == 0 or i == n):
+                    progress(i, n)
 
 
-def frame_samples(buf: Tensor, t0: int, m: int, fb: int, cond: Tensor, table: Tensor,
-                  offsets: Tensor, idx: Tensor,
-                  w1: Tensor, b1: Tensor, o1: Tensor, w2: Tensor, b2: Tensor, o2: Tensor,
-                  w3: Tensor, b3: Tensor, o3: Tensor,
-                  noise: Optional[Tensor], noise_at: int,  # noqa: UP045 (TorchScript)
-                  logits_out: Optional[Tensor], i0: int) -> None:  # noqa: UP045
+def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets: Tensor,
+                  rows: list[Tensor], codes: list[Tensor],
+                  w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
+                  noise: Optional[Tensor], noise_bias: bool,  # noqa: UP045 (TorchScript)
+                  uniform: Optional[Tensor], inv_t: float,  # noqa: UP045
+                  noise_at: int, logits_out: Optional[Tensor], i0: int) -> None:  # noqa: UP045
     """The sample MLP and the draw for samples t0 .. t0 + m - 1 of one lowest frame.
 
-    `cond` (B, fb, H): the frame's conditioning (mlp_in's bias inside). The first layer is
-    Σ_p table[p][c[t - fb + p]] (one embedding_bag); `noise` is T × Gumbel noise from
-    sample `noise_at` on (None: argmax). Written for TorchScript: typed, no closures.
+    Sample t's first layer is the sum of the rows `rows[t % fb]` of `table`: its fb codes
+    (offset into their positions' blocks, written through `codes[t % fb]`) and its
+    conditioning row. The draw: `noise` (T × Gumbel noise from sample `noise_at` on, b3
+    added when `noise_bias`) and an argmax, or `uniform` (one number per stream and
+    sample) through the inverse CDF of softmax(logits · inv_t), or (both None) the
+    argmax. Written for TorchScript: typed, no closures.
     """
+    b = buf.shape[0]
     for j in range(m):
         t = t0 + j
-        torch.add(buf[:, t - fb : t], offsets, out=idx)
-        x = F.embedding_bag(idx, table, mode="sum")
-        x += cond[:, t % fb]
-        x = torch.addmm(b1, x.relu_(), w1, out=o1)
-        x = torch.addmm(b2, x.relu_(), w2, out=o2)
-        x = torch.addmm(b3, x.relu_(), w3, out=o3)
-        if logits_out is not None:
-            logits_out[:, i0 + j] = x
-        if noise is not None:
-            x += noise[t - noise_at]
-        buf[:, t] = torch.argmax(x, dim=1)
+        r = t % fb
+        torch.add(buf[:, t - fb : t], offsets, out=codes[r])
+        x = table.index_select(0, rows[r]).view(b, fb + 1, -1).sum(1)
+        x = torch.addmm(b1, x.relu_(), w1)
+        x = torch.addmm(b2, x.relu_(), w2)
+        if noise is not None and noise_bias:
+            x = torch.addmm(noise[t - noise_at], x.relu_(), w3)
+        else:
+            x = torch.addmm(b3, x.relu_(), w3)
+            if logits_out is not None:
+                logits_out[:, i0 + j] = x
+            if noise is not None:
+                x += noise[t - noise_at]
+        if uniform is not None:
+            # the first level whose cumulative mass reaches u · total, u in (0, 1]: never
+            # past the last level (rounding is monotone), never a level of mass 0
+            cdf = torch.softmax(x.mul_(inv_t), dim=1).cumsum_(1)
+            code = torch.searchsorted(cdf, uniform[t - noise_at] * cdf[:, -1:])
+            buf[:, t] = code[:, 0]
+        else:
+            torch.argmax(x, 1, False, out=buf[:, t])
 
 
 #: False: always run `frame_samples` eagerly (tests compare the two)
@@ -221,10 +310,10 @@ _scripted: list[Callable[..., None]] = []
 def _frame_samples() -> Callable[..., None]:
     """`frame_samples` compiled by TorchScript (once per process), else itself.
 
-    Measured (bench/RESULTS.md): TorchScript runs the per-sample ops with far less
-    overhead than the Python interpreter, and scripts in a fraction of a second
-    (torch.compile took minutes here). TorchScript is deprecated in torch 2.x: where it is
-    gone or fails, the same function runs eagerly with the same results.
+    Measured (bench/RESULTS.md): TorchScript runs the per-sample ops with less overhead
+    than the Python interpreter and scripts in a fraction of a second (torch.compile
+    took minutes here). TorchScript is deprecated in torch 2.x: where it is gone or
+    fails, the same function runs eagerly with the same results.
     """
     if not SCRIPTED:
         return frame_samples
@@ -238,17 +327,13 @@ def _frame_samples() -> Callable[..., None]:
     return _scripted[0]
 
 
-def _mlp_layers(mlp: nn.Sequential) -> list[nn.Linear | None]:
-    """The sample MLP as a list of Linear layers and ReLUs (None); its last is a Linear."""
-    layers: list[nn.Linear | None] = []
-    for m in mlp:
-        if isinstance(m, nn.ReLU):
-            layers.append(None)
-        elif isinstance(m, nn.Linear):
-            layers.append(m)
-        else:
-            raise TypeError(f"SampleLoop handles Linear and ReLU layers, not {type(m).__name__}")
-    return layers
+def _mlp_linears(mlp: nn.Sequential) -> list[nn.Linear]:
+    """The sample MLP's three Linear layers; it must be (ReLU, Linear) × 3."""
+    kinds = [type(m) for m in mlp]
+    if kinds != [nn.ReLU, nn.Linear] * 3:
+        names = ", ".join(k.__name__ for k in kinds)
+        raise TypeError(f"SampleLoop expects the sample MLP (ReLU, Linear) x 3, got {names}")
+    return [m for m in mlp if isinstance(m, nn.Linear)]
 
 
 def gumbel(n: int, batch: int, q: int, temperature: float,
