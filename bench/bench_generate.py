@@ -188,46 +188,61 @@ def budget_before(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
 
 
 def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
-    """µs per sample of each part of SampleLoop.run, timed alone."""
+    """µs per sample of each part of SampleLoop.run, timed alone (the draw the loop picks
+    for this batch size: Gumbel-max for few streams, the inverse CDF for many)."""
     loop = SampleLoop(model, b)
     loop.set_state([None] * len(model.tiers))
     fb, q = loop.fb, loop.q
     buf = torch.randint(q, (b, 64))
-    x = torch.empty(b, loop.table.shape[1])
+    x = torch.randn(b, loop.table.shape[1])
     logits = torch.randn(b, q)
+    uniform = torch.rand(b, 1)
     tier = loop.tiers[-1]
+    (b1, w1), (b2, w2), (b3, w3) = loop.mlp
+    gumbel_draw = b * q <= samplernn_step.GUMBEL_MAX_DRAWS
 
     def first() -> None:
         torch.add(buf[:, 10 : 10 + fb], loop.offsets, out=loop.codes[3])
         loop.table.index_select(0, loop.rows[3]).view(b, fb + 1, -1).sum(1)
 
     def mlp() -> None:
-        y = x
-        for layer in loop.layers:
-            if layer is None:
-                y.relu_()
-            else:
-                y = torch.addmm(layer[0], y, layer[1], out=layer[2])
+        y = torch.addmm(b1, x.relu(), w1)
+        y = torch.addmm(b2, y.relu_(), w2)
+        torch.addmm(b3, y.relu_(), w3)
 
-    def draw() -> None:
+    def argmax() -> None:
         torch.argmax(logits, 1, False, out=buf[:, 40])
 
-    def noise(n: int) -> None:
-        gumbel(n, b, q, 1.0, None, loop.table).add_(loop.layers[-1][0])
+    def inverse_cdf() -> None:
+        cdf = torch.softmax(logits, dim=1).cumsum_(1)
+        buf[:, 40] = torch.searchsorted(cdf, uniform * cdf[:, -1:])[:, 0]
 
-    block = max(1, (1 << 20) // (b * q))
+    per_step = b * q if gumbel_draw else b
+    block = max(fb, samplernn_step.NOISE_BLOCK // per_step // fb * fb)
+
+    def noise() -> None:
+        if gumbel_draw:
+            gumbel(block, b, q, 1.0, None, loop.table).add_(b3)
+        else:
+            torch.rand(block, b, 1).neg_().add_(1.0)
+
     parts = {  # (timed eagerly: under TorchScript each costs less, the rest shrinks)
-        "embedding_bag: codes + conditioning row, folded table": first,
-        "3 × (ReLU, addmm into a buffer), Gumbel noise as the last bias": mlp,
-        "draw: argmax into the codes": draw,
-        f"Gumbel noise + last bias, drawn {block} samples at a time": lambda: noise(block),
-        f"frame tier (lstm_cell step, 1/{fb} of it)": lambda: tier.step(
+        "first layer: gather F code rows + 1 conditioning row, sum": first,
+        "3 × (ReLU, addmm), weights (in, out) contiguous": mlp,
+        ("draw: argmax into the codes (Gumbel noise is the last bias)" if gumbel_draw
+         else "draw: softmax, cumsum, searchsorted (inverse CDF)"):
+            argmax if gumbel_draw else inverse_cdf,
+        (f"{'Gumbel noise + last bias' if gumbel_draw else 'uniforms'}, drawn {block} "
+         "samples at a time"): noise,
+        f"frame tier (one fused LSTM step + up-projection, 1/{fb} of it)": lambda: tier.step(
             buf[:, 10 : 10 + fb], None, out=loop.cond),
     }
     out = {}
-    with torch.inference_mode(), cpu_backend(single_step=True), torch_threads(1):
+    with torch.inference_mode(), cpu_backend(single_step=True):
         for name, fn in parts.items():
-            per = best_per_call(fn, 300 if "at a time" not in name else 5, repeats)
+            threads = torch.get_num_threads() if name.startswith("frame tier") else 1
+            with torch_threads(threads):
+                per = best_per_call(fn, 300 if "at a time" not in name else 5, repeats)
             out[name] = per / block if "at a time" in name else (
                 per / fb if name.startswith("frame tier") else per)
     return out
