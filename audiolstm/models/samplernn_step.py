@@ -26,10 +26,10 @@ Measured on the 2-core CPU (bench/bench_generate.py, bench/RESULTS.md), this loo
   conditioning vectors (H → F·H, 4 MB of weights) is bound by memory bandwidth, which
   a second core adds to;
 - the per-sample ops on one intra-op thread unless a step is large (`loop_threads`: a
-  second thread inside a 256 × 256 `addmm` costs more than it saves). Splitting the streams into one group per core, each a
-  forked TorchScript task, sped the per-sample part of 16 streams up 1.4× alone but not
-  the whole loop (the frame tiers' threads and the tasks contend for the two cores), so
-  it was not kept.
+  second thread inside a 256 × 256 `addmm` costs more than it saves). Splitting the
+  streams into one group per core, each a forked TorchScript task, sped the per-sample
+  part of 16 streams up 1.4× alone but not the whole loop (the frame tiers' threads
+  and the tasks contend for the two cores), so it was not kept.
 
 The logits equal `SampleRNN.forward` (teacher forcing) to float32 rounding: the same
 sums in another order.
