@@ -122,6 +122,7 @@ def test_too_short_says_the_minimum_duration(tmp_path: Path) -> None:
     assert "\n" not in msg
 
 
+@pytest.mark.slow  # ~15-30 s on 2 cores: runs in CI (make test-slow)
 def test_bad_inputs_through_the_cli(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "notaudio.wav").write_text("hello, I am text")

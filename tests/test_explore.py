@@ -289,6 +289,7 @@ def _explore(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow  # ~15-30 s on 2 cores: runs in CI (make test-slow)
 def test_explore_command_on_three_minutes(tmp_path: Path) -> None:
     proc = _explore(tmp_path, "data.synth_seconds=180")
     assert proc.returncode == 0, proc.stderr

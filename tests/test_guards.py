@@ -71,6 +71,7 @@ def test_cli_refuses_before_writing_anything(overrides: list[str], tmp_path: Pat
         assert not (tmp_path / "r" / name).exists(), name
 
 
+@pytest.mark.slow  # ~15-30 s on 2 cores: runs in CI (make test-slow)
 def test_the_head_norm_repr_matrix() -> None:
     """Refused exactly where a head is a density over features, with one line naming the
     head and the representation; every normalisation is accepted with every head."""

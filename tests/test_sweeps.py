@@ -372,6 +372,7 @@ def test_report_table_from_run_dirs(tmp_path: Path) -> None:
     assert (out / "report.md").read_text().startswith("# two")
 
 
+@pytest.mark.slow  # ~15-30 s on 2 cores: runs in CI (make test-slow)
 def test_report_bad_input_is_one_line(tmp_path: Path) -> None:
     for args, message in (([str(tmp_path / "missing")], "no such directory"),
                           ([str(tmp_path)], "no runs found"),
