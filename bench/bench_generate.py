@@ -205,10 +205,12 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
         torch.add(buf[:, 10 : 10 + fb], loop.offsets, out=loop.codes[3])
         loop.table.index_select(0, loop.rows[3]).view(b, fb + 1, -1).sum(1)
 
+    o1, o2, o3 = loop.out
+
     def mlp() -> None:
-        y = torch.addmm(b1, x.relu(), w1)
-        y = torch.addmm(b2, y.relu_(), w2)
-        torch.addmm(b3, y.relu_(), w3)
+        y = torch.addmm(b1, x.relu(), w1, out=o1)
+        y = torch.addmm(b2, y.relu_(), w2, out=o2)
+        torch.addmm(b3, y.relu_(), w3, out=o3)
 
     def argmax() -> None:
         torch.argmax(logits, 1, False, out=buf[:, 40])
@@ -228,7 +230,7 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
 
     parts = {  # (timed eagerly: under TorchScript each costs less, the rest shrinks)
         "first layer: gather F code rows + 1 conditioning row, sum": first,
-        "3 × (ReLU, addmm), weights (in, out) contiguous": mlp,
+        "3 × (ReLU, addmm into a buffer), weights (in, out) contiguous": mlp,
         ("draw: argmax into the codes (Gumbel noise is the last bias)" if gumbel_draw
          else "draw: softmax, cumsum, searchsorted (inverse CDF)"):
             argmax if gumbel_draw else inverse_cdf,

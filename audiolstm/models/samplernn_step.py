@@ -12,8 +12,10 @@ Measured on the 2-core CPU (bench/bench_generate.py, bench/RESULTS.md), this loo
   vectors (with `mlp_in`'s bias inside) into extra rows of the same table, so sample t
   sums F code rows and one conditioning row (`index_select` + `sum`: ~3× cheaper than
   `embedding_bag`, which builds its offsets on every call);
-- the other layers as `addmm` on weights stored transposed and contiguous (in, out):
-  the transposed *view* of an `nn.Linear` weight costs ~1.5× more per call;
+- the other layers as `addmm` on weights stored transposed and contiguous (in, out)
+  (the transposed *view* of an `nn.Linear` weight costs ~1.5× more per call), written
+  into preallocated buffers: without `out=`, TorchScript splits each `addmm` into
+  `mm` + `add` (measured: 6 % of the whole loop);
 - the draw, exact either way: Gumbel-max, `argmax(logits + T·g)` with `g` standard
   Gumbel noise drawn for many samples in one vectorised call with the last layer's bias
   already added (so the noise *is* the last `addmm`'s bias and the draw is one argmax
@@ -194,6 +196,7 @@ class SampleLoop:
         self.codes = [r[:, :fb] for r in idx.unbind(0)]
         linears = _mlp_linears(model.mlp)
         self.mlp = [(lin.bias, _transposed(lin.weight)) for lin in linears]
+        self.out = [w.new_empty(batch, lin.out_features) for lin in linears]  # their outputs
 
     def set_state(self, state: list[Any]) -> None:
         for tier, s in zip(self.tiers, state, strict=True):
@@ -254,7 +257,8 @@ class SampleLoop:
                         noise.neg_().add_(1.0)
                     uniform = noise if inverse_cdf else None
                 samples(buf, t, m, fb, self.table, self.offsets, self.rows, self.codes,
-                        w1, b1, w2, b2, w3, b3, noise if gumbel_draw else None, noise_bias,
+                        w1, b1, w2, b2, w3, b3, *self.out,
+                        noise if gumbel_draw else None, noise_bias,
                         uniform, inv_t, noise_at, logits_out, i)
                 i += m
                 if progress and (i % progress_every == 0 or i == n):
@@ -264,6 +268,7 @@ class SampleLoop:
 def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets: Tensor,
                   rows: list[Tensor], codes: list[Tensor],
                   w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
+                  o1: Tensor, o2: Tensor, o3: Tensor,
                   noise: Optional[Tensor], noise_bias: bool,  # noqa: UP045 (TorchScript)
                   uniform: Optional[Tensor], inv_t: float,  # noqa: UP045
                   noise_at: int, logits_out: Optional[Tensor], i0: int) -> None:  # noqa: UP045
@@ -282,12 +287,12 @@ def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets:
         r = t % fb
         torch.add(buf[:, t - fb : t], offsets, out=codes[r])
         x = table.index_select(0, rows[r]).view(b, fb + 1, -1).sum(1)
-        x = torch.addmm(b1, x.relu_(), w1)
-        x = torch.addmm(b2, x.relu_(), w2)
+        x = torch.addmm(b1, x.relu_(), w1, out=o1)
+        x = torch.addmm(b2, x.relu_(), w2, out=o2)
         if noise is not None and noise_bias:
-            x = torch.addmm(noise[t - noise_at], x.relu_(), w3)
+            x = torch.addmm(noise[t - noise_at], x.relu_(), w3, out=o3)
         else:
-            x = torch.addmm(b3, x.relu_(), w3)
+            x = torch.addmm(b3, x.relu_(), w3, out=o3)
             if logits_out is not None:
                 logits_out[:, i0 + j] = x
             if noise is not None:
