@@ -130,10 +130,15 @@ def draw(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 
-@pytest.mark.parametrize("tiers", ["2-tier", "3-tier"])
-def test_generation_logits_equal_teacher_forcing_on_its_output(tiers: str, draw: str) -> None:
+@pytest.mark.parametrize(("tiers", "cell", "layers"),
+                         [("2-tier", "lstm", 1), ("3-tier", "lstm", 1), ("3-tier", "gru", 1),
+                          ("3-tier", "lstm", 2), ("2-tier", "gru", 2)])
+def test_generation_logits_equal_teacher_forcing_on_its_output(tiers: str, cell: str,
+                                                               layers: int, draw: str) -> None:
+    """The sample loop (folded tables, fused frame tiers with the input map folded into
+    the first layer) against the plain forward pass, for both cells and stacked layers."""
     fs = TIERS[tiers]
-    model = _model(fs, gain=LIVELY)
+    model = _model(fs, gain=LIVELY, cell=cell, rnn_layers=layers)
     seed = _samples(2, 3 * fs[0] + 3)  # rounded down to 3 top frames: the last ones kept
     g = torch.Generator().manual_seed(1)
     out, logits = model.generate(seed, 29, temperature=1.0, generator=g, return_logits=True)

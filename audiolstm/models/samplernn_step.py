@@ -89,10 +89,9 @@ def _transposed(weight: Tensor) -> Tensor:
 class _LSTMLayer:
     """One LSTM layer stepped as one `addmm` over [x, h] and the gate maths."""
 
-    def __init__(self, rnn: nn.LSTM, i: int) -> None:
-        self.w = _transposed(torch.cat([getattr(rnn, f"weight_ih_l{i}"),
-                                        getattr(rnn, f"weight_hh_l{i}")], dim=1))
-        self.bias = getattr(rnn, f"bias_ih_l{i}") + getattr(rnn, f"bias_hh_l{i}")
+    def __init__(self, rnn: nn.LSTM, i: int, w_ih: Tensor, b_ih: Tensor) -> None:
+        self.w = _transposed(torch.cat([w_ih, getattr(rnn, f"weight_hh_l{i}")], dim=1))
+        self.bias = b_ih + getattr(rnn, f"bias_hh_l{i}")
         self.hidden = rnn.hidden_size
         self.h = self.c = self.bias  # replaced by set_state
 
@@ -111,9 +110,9 @@ class _LSTMLayer:
 class _GRULayer:
     """One GRU layer stepped by `torch.gru_cell` (its new gate needs W_hh h apart)."""
 
-    def __init__(self, rnn: nn.GRU, i: int) -> None:
-        self.weights = tuple(getattr(rnn, f"{name}_l{i}")
-                             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    def __init__(self, rnn: nn.GRU, i: int, w_ih: Tensor, b_ih: Tensor) -> None:
+        self.weights = (w_ih, getattr(rnn, f"weight_hh_l{i}"), b_ih,
+                        getattr(rnn, f"bias_hh_l{i}"))
         self.h = self.weights[0]  # replaced by set_state
 
     def set_state(self, h: Tensor) -> None:
@@ -125,17 +124,31 @@ class _GRULayer:
 
 
 class _TierStep:
-    """One frame tier stepped one frame at a time on its raw weights."""
+    """One frame tier stepped one frame at a time on its raw weights.
 
-    def __init__(self, tier: nn.Module, level_scale: float, extra_bias: Tensor | None) -> None:
+    The tier's input map is folded into its first RNN layer: with x = s·codes − 1 (the
+    codes as levels in [−1, 1]), W_ih (inp(x) + above) = (s W_ih W_inp) codes + W_ih above
+    + W_ih (b_inp − W_inp 1), so the first layer reads the F raw codes (and the tier
+    above's conditioning) with one weight: one product fewer a frame, and F + H instead
+    of 2H input weights to read (measured: the frame tier is memory-bound at one stream).
+    """
+
+    def __init__(self, tier: nn.Module, level_scale: float, extra_bias: Tensor | None,
+                 has_above: bool) -> None:
         self.frame_size, self.ratio, self.out_dim = tier.frame_size, tier.ratio, tier.out_dim
-        self.level_scale = level_scale
-        self.w_inp, self.b_inp = _transposed(tier.inp.weight), tier.inp.bias
         rnn = tier.rnn
         self.lstm = isinstance(rnn, nn.LSTM)
         self.hidden = rnn.hidden_size
-        self.layers = [(_LSTMLayer if self.lstm else _GRULayer)(rnn, i)
-                       for i in range(rnn.num_layers)]
+        w_ih, w_inp = rnn.weight_ih_l0, tier.inp.weight  # (G, H), (H, F)
+        folded_w = [(w_ih @ w_inp) * level_scale]
+        if has_above:  # the tier above adds its conditioning to inp(x)
+            folded_w.append(w_ih)
+        folded_b = rnn.bias_ih_l0 + w_ih @ (tier.inp.bias - w_inp.sum(dim=1))
+        firsts = [(torch.cat(folded_w, dim=1), folded_b)] + [
+            (getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"bias_ih_l{i}"))
+            for i in range(1, rnn.num_layers)]
+        layer = _LSTMLayer if self.lstm else _GRULayer
+        self.layers = [layer(rnn, i, w, b) for i, (w, b) in enumerate(firsts)]
         b_up = tier.up.bias
         if extra_bias is not None:  # mlp_in's bias, added to every sample's conditioning
             b_up = b_up + extra_bias.repeat(self.ratio)
@@ -155,10 +168,9 @@ class _TierStep:
     def step(self, codes: Tensor, above: Tensor | None, out: Tensor | None = None) -> Tensor:
         """codes (B, F) of the frame just completed, conditioning (B, H) -> (B, ratio, out)
         (written into `out`, (B, ratio·out), when given)."""
-        x = codes.to(self.w_inp.dtype).mul_(self.level_scale).sub_(1.0)
-        x = torch.addmm(self.b_inp, x, self.w_inp)
+        x = codes.to(self.w_up.dtype)
         if above is not None:
-            x += above
+            x = torch.cat([x, above], dim=1)
         for layer in self.layers:
             x = layer.step(x)
         out = torch.addmm(self.b_up, x, self.w_up, out=out)
@@ -174,7 +186,7 @@ class SampleLoop:
         self.fb = model.frame_sizes[-1]
         scale = 2.0 / (model.q_levels - 1)
         last = len(model.tiers) - 1
-        self.tiers = [_TierStep(t, scale, model.mlp_in.bias if k == last else None)
+        self.tiers = [_TierStep(t, scale, model.mlp_in.bias if k == last else None, k > 0)
                       for k, t in enumerate(model.tiers)]
         # table[p * Q + c] = W_p @ emb[c]: mlp_in on a window = a sum of F gathered rows;
         # then B·F rows for the conditioning of each stream's current lowest frame
