@@ -24,9 +24,9 @@ Measured on the 2-core CPU (bench/bench_generate.py, bench/RESULTS.md), this loo
   the inverse CDF: `softmax(logits / T)`, its cumulative sum and one pre-drawn uniform
   per stream in (0, 1] (`searchsorted`). `T = 0`: the argmax alone;
 - the frame tiers only every `F_k` samples, each LSTM layer as one `addmm` over [x, h]
-  (GRU layers: `gru_cell`), on every intra-op thread: the up-projection to F
-  conditioning vectors (H → F·H, 4 MB of weights) is bound by memory bandwidth, which
-  a second core adds to;
+  (GRU layers: `gru_cell`), the tier's input map folded into its first layer
+  (`_TierStep`), on every intra-op thread: the up-projection to F conditioning vectors
+  (H → F·H, 4 MB of weights) is bound by memory bandwidth, which a second core adds to;
 - the per-sample ops on one intra-op thread unless a step is large (`loop_threads`: a
   second thread inside a 256 × 256 `addmm` costs more than it saves). Splitting the
   streams into one group per core, each a forked TorchScript task, sped the per-sample
