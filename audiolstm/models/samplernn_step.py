@@ -92,7 +92,6 @@ class _LSTMLayer:
     def __init__(self, rnn: nn.LSTM, i: int, w_ih: Tensor, b_ih: Tensor) -> None:
         self.w = _transposed(torch.cat([w_ih, getattr(rnn, f"weight_hh_l{i}")], dim=1))
         self.bias = b_ih + getattr(rnn, f"bias_hh_l{i}")
-        self.hidden = rnn.hidden_size
         self.h = self.c = self.bias  # replaced by set_state
 
     def set_state(self, h: Tensor, c: Tensor) -> None:
