@@ -24,7 +24,12 @@ def series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float]
 
 
 def main() -> None:
+    if len(sys.argv) < 3 or any("=" not in a for a in sys.argv[2:]):
+        sys.exit("usage: plot_curves.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]")
     out, runs = Path(sys.argv[1]), [a.rsplit("=", 1) for a in sys.argv[2:]]
+    for _, run in runs:
+        if not (Path(run) / "metrics.csv").is_file():
+            sys.exit(f"error: {run}: no metrics.csv (not a training run directory)")
     fig, (ax_loss, ax_bits) = plt.subplots(1, 2, figsize=(11, 4))
     for (label, run), colour in zip(runs, ("C0", "C1", "C2", "C3"), strict=False):
         with open(Path(run) / "metrics.csv", newline="") as f:
