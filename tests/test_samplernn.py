@@ -118,23 +118,31 @@ def test_logits_are_causal(tiers: str) -> None:
 # ----------------------------------------------------------------------------- generation
 
 
-@pytest.fixture(params=["gumbel", "inverse_cdf"])
-def draw(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both exact draws of the sample loop, whatever batch size picks one by default:
-    Gumbel-max from pre-drawn noise, and the inverse CDF from one uniform per stream."""
-    from audiolstm.models import samplernn_step
+#: the sample loops generation runs: the C kernel (its draw: the inverse CDF), and, where
+#: no compiler builds it, the TorchScript loop with either of its exact draws
+LOOPS = ["kernel", "script-gumbel", "script-inverse-cdf"]
 
-    limit = 1 << 30 if request.param == "gumbel" else 0
-    monkeypatch.setattr(samplernn_step, "GUMBEL_MAX_DRAWS", limit)
+
+@pytest.fixture(params=LOOPS)
+def sample_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every sample loop, whatever the batch size or the machine would pick by default."""
+    from audiolstm.models import samplernn_kernel, samplernn_step
+
+    if request.param == "kernel":
+        if samplernn_kernel.load() is None:
+            pytest.skip("no C compiler here (test_the_kernel_builds_where_cc_is_found)")
+    else:
+        monkeypatch.setattr(samplernn_kernel, "ENABLED", False)
+        limit = 1 << 30 if request.param == "script-gumbel" else 0
+        monkeypatch.setattr(samplernn_step, "GUMBEL_MAX_DRAWS", limit)
     return request.param
-
 
 
 @pytest.mark.parametrize(("tiers", "cell", "layers"),
                          [("2-tier", "lstm", 1), ("3-tier", "lstm", 1), ("3-tier", "gru", 1),
                           ("3-tier", "lstm", 2), ("2-tier", "gru", 2)])
 def test_generation_logits_equal_teacher_forcing_on_its_output(tiers: str, cell: str,
-                                                               layers: int, draw: str) -> None:
+                                                               layers: int, sample_loop: str) -> None:
     """The sample loop (folded tables, fused frame tiers with the input map folded into
     the first layer) against the plain forward pass, for both cells and stacked layers."""
     fs = TIERS[tiers]
@@ -150,7 +158,7 @@ def test_generation_logits_equal_teacher_forcing_on_its_output(tiers: str, cell:
     assert torch.isin(out, model.levels).all()  # outputs are dequantised levels
 
 
-def test_temperature_zero_is_the_argmax_path_and_deterministic(draw: str) -> None:
+def test_temperature_zero_is_the_argmax_path_and_deterministic(sample_loop: str) -> None:
     model = _model([8, 2], gain=LIVELY)
     seed = _samples(2, 16)
     a, logits = model.generate(seed, 40, temperature=0.0, return_logits=True)
@@ -165,8 +173,9 @@ def test_temperature_zero_is_the_argmax_path_and_deterministic(draw: str) -> Non
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_draws_follow_softmax_of_logits_over_temperature(temperature: float, draw: str) -> None:
-    """The whole generation path (either draw) draws from
+def test_draws_follow_softmax_of_logits_over_temperature(temperature: float,
+                                                         sample_loop: str) -> None:
+    """The whole generation path (every loop) draws from
     softmax(logits / T): with the last layer's weights zeroed the logits are its bias,
     the same at every step, so the codes' histogram must match that softmax."""
     model = _model([4], gain=LIVELY)
@@ -183,7 +192,7 @@ def test_draws_follow_softmax_of_logits_over_temperature(temperature: float, dra
     assert freq.argmax() == expected.argmax()
 
 
-def test_levels_of_zero_probability_are_never_drawn(draw: str) -> None:
+def test_levels_of_zero_probability_are_never_drawn(sample_loop: str) -> None:
     """Levels whose softmax mass underflows to 0 (here the first and the last among them)
     are never drawn, and every level of mass > 0 is (the inverse CDF's edge cases)."""
     model = _model([4], gain=LIVELY)
@@ -197,7 +206,8 @@ def test_levels_of_zero_probability_are_never_drawn(draw: str) -> None:
     assert model.quantize(out).unique().tolist() == allowed
 
 
-def test_scripted_and_eager_sample_loops_agree(monkeypatch, draw: str) -> None:
+@pytest.mark.parametrize("sample_loop", LOOPS[1:], indirect=True)
+def test_scripted_and_eager_sample_loops_agree(monkeypatch, sample_loop: str) -> None:
     """The per-sample function runs under TorchScript when it compiles: same codes, same
     logits as the same function run eagerly."""
     from audiolstm.models import samplernn_step
@@ -215,7 +225,84 @@ def test_scripted_and_eager_sample_loops_agree(monkeypatch, draw: str) -> None:
     assert torch.allclose(runs[0][1], runs[1][1], rtol=1e-6, atol=tol)
 
 
-def test_sampling_is_reproducible_with_a_generator(draw: str) -> None:
+def test_kernel_and_torchscript_loops_draw_the_same_codes(monkeypatch) -> None:
+    """The C kernel and the TorchScript loop's inverse CDF read the same uniforms: the
+    same codes, and logits equal to float32 rounding (sums in another order)."""
+    from audiolstm.models import samplernn_kernel, samplernn_step
+
+    if samplernn_kernel.load() is None:
+        pytest.skip("no C compiler here (test_the_kernel_builds_where_cc_is_found)")
+    model = _model(TIERS["3-tier"], gain=LIVELY)
+    seed = _samples(3, 32)
+    monkeypatch.setattr(samplernn_step, "GUMBEL_MAX_DRAWS", 0)
+    runs = []
+    for enabled in (True, False):
+        monkeypatch.setattr(samplernn_kernel, "ENABLED", enabled)
+        runs.append(model.generate(seed, 61, generator=torch.Generator().manual_seed(8),
+                                   return_logits=True))
+    assert torch.equal(runs[0][0], runs[1][0])
+    tol = 1e-6 * float(runs[1][1].abs().max())
+    assert torch.allclose(runs[0][1], runs[1][1], rtol=1e-5, atol=tol)
+
+
+def test_many_streams_of_odd_widths_equal_teacher_forcing() -> None:
+    """19 streams (the kernel's tiles of 8, 2 and 1 streams, split into one group per
+    thread) with widths that are no multiple of the kernel's alignment (zero-padded):
+    the logits equal teacher forcing, and one thread or two give the same bits."""
+    from audiolstm.models import samplernn_kernel
+    from audiolstm.models.samplernn_step import torch_threads
+
+    if samplernn_kernel.load() is None:
+        pytest.skip("no C compiler here (test_the_kernel_builds_where_cc_is_found)")
+    model = _model(TIERS["3-tier"], gain=LIVELY, hidden=40, mlp_hidden=136, q_levels=200)
+    seed = _samples(19, 16)
+    runs = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            runs.append(model.generate(seed, 27, generator=torch.Generator().manual_seed(9),
+                                       return_logits=True))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    out, logits = runs[0]
+    with torch.no_grad():
+        tf = model.teacher_forced_logits(torch.cat([seed, out], dim=1))
+    assert (tf[:, -27:] - logits).abs().max().item() <= 1e-4
+    assert model.quantize(out).max() < 200 and model.quantize(out).unique().numel() > 5
+
+
+def test_the_kernel_builds_where_cc_is_found() -> None:
+    """Where the C compiler is found the kernel builds, so its tests above do not skip."""
+    import os
+    import shutil
+
+    from audiolstm.models import samplernn_kernel
+
+    compiler = os.environ.get("CC", "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}) on this machine")
+    assert samplernn_kernel.load() is not None
+
+
+def test_without_a_compiler_generation_runs_the_torchscript_loop(monkeypatch, caplog) -> None:
+    """No compiler: one log line naming the source and the compiler, and generation still
+    runs (the TorchScript loop)."""
+    from audiolstm.models import samplernn_kernel
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    samplernn_kernel._build.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=samplernn_kernel.__name__):
+            assert samplernn_kernel.load() is None
+            model = _model([4], gain=LIVELY)
+            out = model.generate(_samples(2, 8), 20, generator=torch.Generator().manual_seed(1))
+    finally:
+        samplernn_kernel._build.cache_clear()  # the next test builds it again
+    assert out.shape == (2, 20)
+    [record] = caplog.records
+    assert "samplernn_kernel.c" in record.message and "/nonexistent/cc" in record.message
+    assert "\n" not in record.message
+
+
+def test_sampling_is_reproducible_with_a_generator(sample_loop: str) -> None:
     model = _model([4], gain=LIVELY)
     seed = _samples(2, 8)
     a = model.generate(seed, 30, generator=torch.Generator().manual_seed(5))

@@ -368,7 +368,7 @@ class SampleRNN(AudioModel):
         if s > top:  # warm: the tiers consume every frame before the first target
             _, state = self.conditioning(buf[:, :s])
         # the per-sample loop (samplernn_step.py): folded tables, pre-drawn randomness,
-        # frame tiers on every thread, the per-sample ops on one
+        # frame tiers on every thread, each frame's samples in the C kernel
         loop = SampleLoop(self, b)
         loop.set_state(state)
         with cpu_backend(single_step=device.type == "cpu"):

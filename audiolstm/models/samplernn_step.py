@@ -10,28 +10,25 @@ Measured on the 2-core CPU (bench/bench_generate.py, bench/RESULTS.md), this loo
   Σ_p `table[p][c[t-F+p]]` with `table[p] = emb.weight @ W_p.T` precomputed once per call
   (F·Q·H floats: 4 MB at the defaults); the lowest frame tier writes its conditioning
   vectors (with `mlp_in`'s bias inside) into extra rows of the same table, so sample t
-  sums F code rows and one conditioning row (`index_select` + `sum`: ~3× cheaper than
-  `embedding_bag`, which builds its offsets on every call);
-- the other layers as `addmm` on weights stored transposed and contiguous (in, out)
-  (the transposed *view* of an `nn.Linear` weight costs ~1.5× more per call), written
-  into preallocated buffers: without `out=`, TorchScript splits each `addmm` into
-  `mm` + `add` (measured: 6 % of the whole loop);
-- the draw, exact either way: Gumbel-max, `argmax(logits + T·g)` with `g` standard
-  Gumbel noise drawn for many samples in one vectorised call with the last layer's bias
-  already added (so the noise *is* the last `addmm`'s bias and the draw is one argmax
-  written straight into the codes), while a step draws few random numbers (B·Q ≤
-  `GUMBEL_MAX_DRAWS`: one stream); above that, Q Gumbel numbers per stream cost more than
-  the inverse CDF: `softmax(logits / T)`, its cumulative sum and one pre-drawn uniform
-  per stream in (0, 1] (`searchsorted`). `T = 0`: the argmax alone;
-- the frame tiers only every `F_k` samples, each LSTM layer as one `addmm` over [x, h]
-  (GRU layers: `gru_cell`), the tier's input map folded into its first layer
-  (`_TierStep`), on every intra-op thread: the up-projection to F conditioning vectors
+  sums F code rows and one conditioning row;
+- the frame tiers only every `F_k` samples, in torch on every intra-op thread, each
+  LSTM layer as one `addmm` over [x, h] (GRU layers: `gru_cell`), the tier's input map
+  folded into its first layer (`_TierStep`): the up-projection to F conditioning vectors
   (H → F·H, 4 MB of weights) is bound by memory bandwidth, which a second core adds to;
-- the per-sample ops on one intra-op thread unless a step is large (`loop_threads`: a
-  second thread inside a 256 × 256 `addmm` costs more than it saves). Splitting the
-  streams into one group per core, each a forked TorchScript task, sped the per-sample
-  part of 16 streams up 1.4× alone but not the whole loop (the frame tiers' threads
-  and the tasks contend for the two cores), so it was not kept.
+- a lowest frame's samples (the MLP and the draw) in one call of the C kernel
+  (samplernn_kernel.c, built by samplernn_kernel.py), one group of streams per intra-op
+  thread: no dispatch per operation, tiles of outputs summed in registers, the draw
+  by the inverse CDF from one pre-drawn uniform per stream in (0, 1]. Measured: 3–4×
+  fewer µs per sample than the TorchScript loop below;
+- where no C compiler builds the kernel (or for CUDA and float64 weights), the same
+  samples in `frame_samples` (TorchScript, else eager): `index_select` + `sum` for the
+  first layer (~3× cheaper than `embedding_bag`, which builds its offsets on every
+  call), `addmm` on weights stored (in, out) contiguous into preallocated buffers
+  (without `out=`, TorchScript splits each `addmm` into `mm` + `add`), and the draw by
+  Gumbel-max (`argmax(logits + T·g)`, the noise pre-drawn for many samples with the last
+  layer's bias already added) while a step draws few numbers (B·Q ≤ `GUMBEL_MAX_DRAWS`),
+  else the inverse CDF; `T = 0`: the argmax. The per-sample ops run on one intra-op
+  thread unless a step is large (`loop_threads`).
 
 The logits equal `SampleRNN.forward` (teacher forcing) to float32 rounding: the same
 sums in another order.
@@ -47,6 +44,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from audiolstm.models import samplernn_kernel
 from audiolstm.models.base import ProgressFn
 
 #: random numbers drawn ahead per refill (samples × batch × levels), ~4 MB of float32
@@ -133,7 +131,7 @@ class _TierStep:
     """
 
     def __init__(self, tier: nn.Module, level_scale: float, extra_bias: Tensor | None,
-                 has_above: bool) -> None:
+                 has_above: bool, out_width: int | None = None) -> None:
         self.frame_size, self.ratio, self.out_dim = tier.frame_size, tier.ratio, tier.out_dim
         rnn = tier.rnn
         self.lstm = isinstance(rnn, nn.LSTM)
@@ -152,6 +150,11 @@ class _TierStep:
         if extra_bias is not None:  # mlp_in's bias, added to every sample's conditioning
             b_up = b_up + extra_bias.repeat(self.ratio)
         self.w_up, self.b_up = _transposed(tier.up.weight), b_up
+        if out_width is not None and out_width != self.out_dim:  # zero-pad each vector
+            self.w_up = _pad_last(self.w_up.view(self.hidden, self.ratio, -1), out_width)
+            self.b_up = _pad_last(self.b_up.view(self.ratio, -1), out_width)
+            self.w_up, self.b_up = self.w_up.flatten(1), self.b_up.flatten()
+            self.out_dim = out_width
 
     def set_state(self, state: Any, batch: int, like: Tensor) -> None:
         """nn.LSTM/GRU state ((L, B, H) tensors, or None for zeros) -> per-layer states."""
@@ -177,23 +180,35 @@ class _TierStep:
 
 
 class SampleLoop:
-    """Precomputed weights and buffers for one `SampleRNN.generate` call."""
+    """Precomputed weights and buffers for one `SampleRNN.generate` call.
+
+    With the C kernel (`samplernn_kernel.load()`, float32 on the CPU) every width is
+    zero-padded to the kernel's alignment (zero rows and columns add nothing), and the
+    streams are split into one group per intra-op thread for the per-sample part.
+    """
 
     def __init__(self, model: nn.Module, batch: int) -> None:
         self.batch = batch
         self.q = model.q_levels
         self.fb = model.frame_sizes[-1]
+        w = model.mlp_in.weight  # (H, E, F)
+        self.kernel = (samplernn_kernel.load()
+                       if w.device.type == "cpu" and w.dtype == torch.float32 else None)
+        align = self.kernel.samplernn_align_floats() if self.kernel is not None else 1
+        hidden = w.shape[0]
+        width = -(-hidden // align) * align
         scale = 2.0 / (model.q_levels - 1)
         last = len(model.tiers) - 1
-        self.tiers = [_TierStep(t, scale, model.mlp_in.bias if k == last else None, k > 0)
+        self.tiers = [_TierStep(t, scale, model.mlp_in.bias if k == last else None, k > 0,
+                           out_width=width if k == last else None)
                       for k, t in enumerate(model.tiers)]
         # table[p * Q + c] = W_p @ emb[c]: mlp_in on a window = a sum of F gathered rows;
         # then B·F rows for the conditioning of each stream's current lowest frame
-        w = model.mlp_in.weight  # (H, E, F)
         emb = model.embedding.weight  # (Q, E)
         code_rows = self.fb * self.q
-        self.table = w.new_empty(code_rows + batch * self.fb, w.shape[0])
-        self.table[:code_rows] = torch.einsum("qe,hep->pqh", emb, w).reshape(code_rows, -1)
+        self.table = w.new_zeros(code_rows + batch * self.fb, width)
+        self.table[:code_rows, :hidden] = torch.einsum("qe,hep->pqh", emb, w).reshape(
+            code_rows, -1)
         self.cond = self.table[code_rows:].view(batch, -1)  # the lowest tier writes here
         fb, q = self.fb, self.q
         self.offsets = (torch.arange(fb, device=w.device) * q).expand(batch, -1)
@@ -206,8 +221,32 @@ class SampleLoop:
         self.rows = [r.view(-1) for r in idx.unbind(0)]
         self.codes = [r[:, :fb] for r in idx.unbind(0)]
         linears = _mlp_linears(model.mlp)
-        self.mlp = [(lin.bias, _transposed(lin.weight)) for lin in linears]
+        self.mlp: list[tuple[Tensor, Tensor]] = []
+        for lin in linears:  # (bias, (in, out) weight), zero-padded to `align`
+            size = [-(-n // align) * align for n in (lin.in_features, lin.out_features)]
+            weight = lin.weight.new_zeros(size)
+            weight[: lin.in_features, : lin.out_features] = lin.weight.t()
+            self.mlp.append((_pad_last(lin.bias, size[1]), weight))
         self.out = [w.new_empty(batch, lin.out_features) for lin in linears]  # their outputs
+        self.groups = self._kernel_groups(width) if self.kernel is not None else None
+
+    def _kernel_groups(self, width: int) -> Any:
+        """The kernel's arguments, one group of streams per intra-op thread (a ctypes
+        array of FrameArgs): the fields that stay fixed; `run` fills in the rest."""
+        batch, fb = self.batch, self.fb
+        groups = min(torch.get_num_threads(), batch)
+        bounds = [batch * g // groups for g in range(groups + 1)]
+        (b1, w1), (b2, w2), (b3, w3) = self.mlp
+        h2, qp = w1.shape[1], w3.shape[1]
+        self.scratch = self.table.new_empty(batch, width + 2 * h2 + qp)  # activations
+        cond = self.cond.view(batch, fb, width)
+        self.group_starts = bounds[:-1]
+        return (samplernn_kernel.FrameArgs * groups)(*[samplernn_kernel.FrameArgs(
+            batch=hi - lo, frame=fb, q=self.q, h=width, h2=h2, qp=qp,
+            table=self.table.data_ptr(), cond=cond[lo].data_ptr(),
+            w1=w1.data_ptr(), b1=b1.data_ptr(), w2=w2.data_ptr(), b2=b2.data_ptr(),
+            w3=w3.data_ptr(), b3=b3.data_ptr(), scratch=self.scratch[lo].data_ptr())
+            for lo, hi in zip(bounds, bounds[1:], strict=False)])
 
     def set_state(self, state: list[Any]) -> None:
         for tier, s in zip(self.tiers, state, strict=True):
@@ -220,15 +259,17 @@ class SampleLoop:
         of the top frame size, where every tier is due to step.
 
         Python steps the frame tiers once per lowest frame (on every intra-op thread);
-        the frame's samples run in `frame_samples` (TorchScript when it compiles, the same
-        function eager otherwise) on one thread.
+        the frame's samples run in the C kernel (the draw: the inverse CDF), one group of
+        streams per thread, or else in `frame_samples` (TorchScript when it compiles, the
+        same function eager otherwise) on `loop_threads`.
         """
         b, q, fb = self.batch, self.q, self.fb
         sizes = [t.frame_size for t in self.tiers]
         last = len(self.tiers) - 1
         conds: list[Tensor] = [self.table] * len(self.tiers)  # all replaced at t = start
         (b1, w1), (b2, w2), (b3, w3) = self.mlp
-        gumbel_draw = temperature > 0 and b * q <= GUMBEL_MAX_DRAWS
+        kernel = self.kernel is not None
+        gumbel_draw = temperature > 0 and not kernel and b * q <= GUMBEL_MAX_DRAWS
         inverse_cdf = temperature > 0 and not gumbel_draw
         # Gumbel noise carries b3 (it is the last layer's bias) unless logits are returned
         noise_bias = logits_out is None
@@ -240,8 +281,10 @@ class SampleLoop:
         frame_threads = torch.get_num_threads()
         uniform: Tensor | None = None
         inv_t = 1.0 / max(temperature, 1e-30)
+        if kernel:
+            self._bind(buf, inv_t, logits_out)
         i = 0
-        with torch_threads(loop_threads(b, w1.shape[1])):
+        with torch_threads(frame_threads if kernel else loop_threads(b, w1.shape[1])):
             while i < n:
                 t = start + i  # a new lowest frame: step the tiers that are due
                 with torch_threads(frame_threads):
@@ -267,13 +310,36 @@ class SampleLoop:
                                            dtype=self.table.dtype, device=self.table.device)
                         noise.neg_().add_(1.0)
                     uniform = noise if inverse_cdf else None
-                samples(buf, t, m, fb, self.table, self.offsets, self.rows, self.codes,
-                        w1, b1, w2, b2, w3, b3, *self.out,
-                        noise if gumbel_draw else None, noise_bias,
-                        uniform, inv_t, noise_at, logits_out, i)
+                if kernel:
+                    self._kernel_frame(t, m, uniform, t - noise_at, i)
+                else:
+                    samples(buf, t, m, fb, self.table, self.offsets, self.rows, self.codes,
+                            w1, b1, w2, b2, w3, b3, *self.out,
+                            noise if gumbel_draw else None, noise_bias,
+                            uniform, inv_t, noise_at, logits_out, i)
                 i += m
                 if progress and (i % progress_every == 0 or i == n):
                     progress(i, n)
+
+    def _bind(self, buf: Tensor, inv_t: float, logits_out: Tensor | None) -> None:
+        """Point the kernel's groups at this run's codes, temperature and logits."""
+        if buf.dtype != torch.long or buf.stride(1) != 1:
+            raise ValueError("the codes buffer must be int64 and contiguous along time")
+        for lo, args in zip(self.group_starts, self.groups, strict=True):
+            args.codes, args.codes_stride = buf[lo].data_ptr(), buf.stride(0)
+            args.inv_t, args.uniform_stride = inv_t, self.batch
+            if logits_out is not None:
+                args.logits, args.logits_stride = logits_out[lo].data_ptr(), logits_out.stride(0)
+
+    def _kernel_frame(self, t: int, m: int, uniform: Tensor | None, row: int, i: int) -> None:
+        """Samples t .. t + m - 1 (index i of the run) in the kernel; `uniform` (N, B, 1)
+        holds this frame's draws from its row `row` on (None: the argmax)."""
+        item = self.table.element_size()
+        for lo, args in zip(self.group_starts, self.groups, strict=True):
+            args.t0, args.m, args.logits_at = t, m, i * self.q
+            args.uniform = (None if uniform is None
+                            else uniform.data_ptr() + (row * self.batch + lo) * item)
+        self.kernel.samplernn_frames(self.groups, len(self.groups))
 
 
 def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets: Tensor,
@@ -341,6 +407,11 @@ def _frame_samples() -> Callable[..., None]:
         except Exception:  # noqa: BLE001 - any failure: the eager function is the same code
             _scripted.append(frame_samples)
     return _scripted[0]
+
+
+def _pad_last(x: Tensor, size: int) -> Tensor:
+    """x zero-padded (at the end) to `size` along its last dimension."""
+    return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
 
 
 def _mlp_linears(mlp: nn.Sequential) -> list[nn.Linear]:
