@@ -8,8 +8,9 @@ with 1 and 2 threads and oneDNN on and off.
 
 SampleRNN (samplernn_2tier: frame 16, H = mlp_hidden = 256, and H = 1024, the paper's
 size): samples/s for 1 and 16 streams, before (the per-sample loop of nn modules and
-`torch.multinomial`, kept here as `reference_generate`) and after
-(models/samplernn_step.py), and the per-sample time budget of each: every part of the
+`torch.multinomial`, kept here as `reference_generate`) and after (models/samplernn_step.py:
+the TorchScript loop, and the C kernel of models/samplernn_kernel.c that runs by default
+where a compiler builds it), and the per-sample time budget of each: every part of the
 loop timed alone on the same tensors, the rest being Python and the loop itself.
 
 The machine is shared: every number is the best of `--repeats` runs, and the load
@@ -30,7 +31,7 @@ from _common import machine, write_section
 from torch import Tensor
 
 from audiolstm.generation.strategies import generate_frames
-from audiolstm.models import samplernn_step
+from audiolstm.models import samplernn_kernel, samplernn_step
 from audiolstm.models.base import cpu_backend
 from audiolstm.models.frame_rnn import AudioRNN
 from audiolstm.models.samplernn import SampleRNN
@@ -187,10 +188,47 @@ def budget_before(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
     return out
 
 
-def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
-    """µs per sample of each part of SampleLoop.run, timed alone (the draw the loop picks
-    for this batch size: Gumbel-max for few streams, the inverse CDF for many)."""
+def budget_kernel(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
+    """µs per sample of each part of SampleLoop.run with the C kernel, timed alone: the
+    kernel on a whole frame (one group of streams per thread), with the argmax and with
+    the inverse CDF, the uniforms, and the frame tier."""
     loop = SampleLoop(model, b)
+    assert loop.kernel is not None, "the C kernel did not build"
+    loop.set_state([None] * len(model.tiers))
+    fb = loop.fb
+    buf = torch.randint(loop.q, (b, 64))
+    uniform = torch.rand(fb, b, 1)
+    loop._bind(buf, 1.0, None)
+    block = max(fb, samplernn_step.NOISE_BLOCK // b // fb * fb)
+    parts = {
+        "kernel: first layer, 3 layers, argmax (a frame / 16)": lambda: loop._kernel_frame(
+            16, fb, None, 0, 0),
+        "kernel: inverse-CDF draw (a frame / 16, minus the argmax run)": lambda: loop._kernel_frame(
+            16, fb, uniform, 0, 0),
+        f"uniforms, drawn {block} samples at a time": lambda: torch.rand(
+            block, b, 1).neg_().add_(1.0),
+        f"frame tier (one fused LSTM step + up-projection, 1/{fb} of it)": lambda: loop.tiers[
+            -1].step(buf[:, 10 : 10 + fb], None, out=loop.cond),
+    }
+    out = {}
+    with torch.inference_mode(), cpu_backend(single_step=True):
+        for name, fn in parts.items():
+            per = best_per_call(fn, 300 if "at a time" not in name else 5, repeats)
+            out[name] = per / block if "at a time" in name else per / fb
+    first, draw = list(out)[:2]
+    out[draw] -= out[first]
+    return out
+
+
+def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
+    """µs per sample of each part of SampleLoop.run's TorchScript loop, timed alone (the
+    draw the loop picks for this batch size: Gumbel-max for few streams, the inverse CDF
+    for many)."""
+    samplernn_kernel.ENABLED = False
+    try:
+        loop = SampleLoop(model, b)
+    finally:
+        samplernn_kernel.ENABLED = True
     loop.set_state([None] * len(model.tiers))
     fb, q = loop.fb, loop.q
     buf = torch.randint(q, (b, 64))
@@ -252,8 +290,8 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
 
 def samplernn_section(args: argparse.Namespace) -> str:
     lines = []
-    summary = ["| H | streams | before: samples/s (× real time) | after, eager: samples/s "
-               "(× real time) | after, TorchScript: samples/s (× real time) | speed-up |",
+    summary = ["| H | streams | before: samples/s (× real time) | TorchScript loop: "
+               "samples/s (× real time) | C kernel: samples/s (× real time) | speed-up |",
                "|---|---|---|---|---|---|"]
     budgets = []
     at = load()
@@ -269,22 +307,25 @@ def samplernn_section(args: argparse.Namespace) -> str:
                 t0 = min(timed(lambda: fn(0)) for _ in range(args.repeats))
                 return (min(timed(lambda: fn(k)) for _ in range(args.repeats)) - t0) / k
 
+            def generate(k: int, m: SampleRNN = model, s: Tensor = seed) -> None:
+                m.generate(s, k, generator=torch.Generator().manual_seed(0))
+
             before = per_step(lambda k, m=model, s=seed: reference_generate(
                 m, s, k, generator=torch.Generator().manual_seed(0)), n // 4)
-            model.generate(seed, 64)
-            samplernn_step.SCRIPTED = False
-            eager = per_step(lambda k, m=model, s=seed: m.generate(
-                s, k, generator=torch.Generator().manual_seed(0)), n)
-            samplernn_step.SCRIPTED = True
-            after = per_step(lambda k, m=model, s=seed: m.generate(
-                s, k, generator=torch.Generator().manual_seed(0)), n)
+            generate(64)
+            samplernn_kernel.ENABLED = False
+            script = per_step(generate, n)
+            samplernn_kernel.ENABLED = True
+            kernel = per_step(generate, n)
             summary.append(f"| {hidden} | {b} | {b / before:,.0f} ({b / before / SR:.2f}×) | "
-                           f"{b / eager:,.0f} ({b / eager / SR:.2f}×) | "
-                           f"{b / after:,.0f} ({b / after / SR:.2f}×) | {before / after:.1f}× |")
+                           f"{b / script:,.0f} ({b / script / SR:.2f}×) | "
+                           f"{b / kernel:,.0f} ({b / kernel / SR:.2f}×) | "
+                           f"{before / kernel:.1f}× |")
             print(summary[-1], flush=True)
             for label, total, parts in (
                     ("before", before, budget_before(model, b, args.repeats)),
-                    ("after", after, budget_after(model, b, args.repeats))):
+                    ("after, TorchScript loop", script, budget_after(model, b, args.repeats)),
+                    ("after, C kernel", kernel, budget_kernel(model, b, args.repeats))):
                 rest = total - sum(parts.values())
                 rows = [f"| {k} | {1e6 * v:.1f} |" for k, v in parts.items()]
                 rows.append(f"| Python, loop and the rest (total − parts) | {1e6 * rest:.1f} |")
@@ -300,7 +341,8 @@ def samplernn_section(args: argparse.Namespace) -> str:
         f"levels), hidden = mlp_hidden = H; seed of 1600 samples, temperature 1. Best of "
         f"{args.repeats} runs; per step = (time for n samples − time for none) / n, so the "
         "warm-up pass on the seed and the set-up (folded table) are left out. Real time = "
-        "16,000 samples/s per stream.\n\n"
+        f"16,000 samples/s per stream. C kernel built with `{samplernn_kernel.load().flags}`."
+        "\n\n"
         + "\n".join(summary) + "\n\nPer-sample time budget (each part timed alone, "
         f"best of {args.repeats} loops; parts per frame divided by 16):\n\n"
         + "\n\n".join(budgets))

@@ -124,22 +124,45 @@ static inline vf exp_nonpositive(vf x) {
     return out;
 }
 
-/* argmax (u == NULL), else the first level whose cumulative mass reaches u * total:
- * u in (0, 1] so never past the last level and never a level of mass 0. l is overwritten. */
+static inline float hsum(vf v) {
+    float s = 0.f;
+    for (int i = 0; i < VW; i++) s += v[i];
+    return s;
+}
+
+/* argmax (u == NULL), else the inverse CDF of softmax(l / T) at u in (0, 1]: the first
+ * level whose cumulative mass reaches u * total. The cumulative sums are taken vector by
+ * vector (each vector's mass, then a running sum of those), so the last running sum is
+ * the total itself: never past the last level, and never a level of mass 0 (the level
+ * drawn is one where the running sum grows to the target). l is overwritten. */
 static int64_t draw(float *l, int64_t q, int64_t qp, const float *u, float inv_t) {
-    int64_t best = 0;
+    if (!u) {
+        int64_t best = 0;
+        for (int64_t k = 1; k < q; k++)
+            if (l[k] > l[best]) best = k;
+        return best;
+    }
     float mx = l[0];
-    for (int64_t k = 1; k < q; k++)
-        if (l[k] > mx) mx = l[k], best = k;
-    if (!u) return best;
-    for (int64_t k = q; k < qp; k++) l[k] = mx; /* padding: never read below */
-    for (int64_t k = 0; k < qp; k += VW) ST(l + k, exp_nonpositive((LD(l + k) - mx) * inv_t));
-    float total = 0.f;
-    for (int64_t k = 0; k < q; k++) total += l[k], l[k] = total;
+    for (int64_t k = 1; k < q; k++) mx = l[k] > mx ? l[k] : mx;
+    for (int64_t k = q; k < qp; k++) l[k] = -__builtin_inff(); /* padding: exp -> 0 */
+    float mass[qp / VW], total = 0.f;
+    for (int64_t v = 0; v < qp / VW; v++) {
+        vf e = exp_nonpositive((LD(l + v * VW) - mx) * inv_t);
+        ST(l + v * VW, e);
+        mass[v] = hsum(e);
+        total += mass[v];
+    }
     const float target = *u * total;
-    for (int64_t k = 0; k < q; k++)
-        if (l[k] >= target) return k;
-    return q - 1; /* unreachable: l[q-1] == total >= target */
+    float run = 0.f;
+    int64_t v = 0;
+    while (v < qp / VW - 1 && run + mass[v] < target) run += mass[v++];
+    int64_t k = v * VW, last = -1;
+    for (; k < (v + 1) * VW && k < q; k++) {
+        if (l[k] > 0.f) last = k;
+        run += l[k];
+        if (l[k] > 0.f && run >= target) return k;
+    }
+    return last; /* rounding: the in-vector sum fell short of the vector's mass */
 }
 
 static void frame(const FrameArgs *a) {
