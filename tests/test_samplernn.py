@@ -212,17 +212,29 @@ def test_scripted_and_eager_sample_loops_agree(monkeypatch, sample_loop: str) ->
     logits as the same function run eagerly."""
     from audiolstm.models import samplernn_step
 
-    model = _model([8, 2], gain=LIVELY)
-    seed = _samples(2, 16)
-    runs = []
-    for scripted in (True, False):
-        monkeypatch.setattr(samplernn_step, "SCRIPTED", scripted)
-        runs.append(model.generate(seed, 37, generator=torch.Generator().manual_seed(2),
-                                   return_logits=True))
-    assert torch.equal(runs[0][0], runs[1][0])
+    runs = _runs_with(monkeypatch, samplernn_step, "SCRIPTED", (True, False),
+                      _model([8, 2], gain=LIVELY), _samples(2, 16), 37)
     # TorchScript may split addmm into mm + add: the bias is added after rounding
-    tol = 1e-6 * float(runs[1][1].abs().max())
-    assert torch.allclose(runs[0][1], runs[1][1], rtol=1e-6, atol=tol)
+    _assert_same_draws(runs, rtol=1e-6)
+
+
+def _runs_with(monkeypatch, module, name: str, values: tuple, model: SampleRNN,
+               seed: torch.Tensor, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(samples, logits) of the same seeded generation once per value of module.name."""
+    runs = []
+    for value in values:
+        monkeypatch.setattr(module, name, value)
+        runs.append(model.generate(seed, n, generator=torch.Generator().manual_seed(2),
+                                   return_logits=True))
+    return runs
+
+
+def _assert_same_draws(runs: list[tuple[torch.Tensor, torch.Tensor]], rtol: float) -> None:
+    """The same codes, and logits equal to float32 rounding of the largest."""
+    (a, a_logits), (b, b_logits) = runs
+    assert torch.equal(a, b)
+    tol = 1e-6 * float(b_logits.abs().max())
+    assert torch.allclose(a_logits, b_logits, rtol=rtol, atol=tol)
 
 
 def test_kernel_and_torchscript_loops_draw_the_same_codes(monkeypatch) -> None:
@@ -232,17 +244,10 @@ def test_kernel_and_torchscript_loops_draw_the_same_codes(monkeypatch) -> None:
 
     if samplernn_kernel.load() is None:
         pytest.skip("no C compiler here (test_the_kernel_builds_where_cc_is_found)")
-    model = _model(TIERS["3-tier"], gain=LIVELY)
-    seed = _samples(3, 32)
     monkeypatch.setattr(samplernn_step, "GUMBEL_MAX_DRAWS", 0)
-    runs = []
-    for enabled in (True, False):
-        monkeypatch.setattr(samplernn_kernel, "ENABLED", enabled)
-        runs.append(model.generate(seed, 61, generator=torch.Generator().manual_seed(8),
-                                   return_logits=True))
-    assert torch.equal(runs[0][0], runs[1][0])
-    tol = 1e-6 * float(runs[1][1].abs().max())
-    assert torch.allclose(runs[0][1], runs[1][1], rtol=1e-5, atol=tol)
+    runs = _runs_with(monkeypatch, samplernn_kernel, "ENABLED", (True, False),
+                      _model(TIERS["3-tier"], gain=LIVELY), _samples(3, 32), 61)
+    _assert_same_draws(runs, rtol=1e-5)
 
 
 def test_many_streams_of_odd_widths_equal_teacher_forcing() -> None:

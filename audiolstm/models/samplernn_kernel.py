@@ -53,6 +53,7 @@ ENABLED = True
 
 @functools.cache
 def _build() -> ctypes.CDLL | None:
+    """Compile with the first flags that build and load; None (and one log line) if none."""
     compiler = shlex.split(os.environ.get("CC", "cc"))
     errors = []
     with tempfile.TemporaryDirectory(prefix="audiolstm-kernel-") as tmp:
@@ -64,14 +65,19 @@ def _build() -> ctypes.CDLL | None:
             except (OSError, subprocess.TimeoutExpired) as err:
                 errors.append(str(err))
                 break  # no compiler at all: the other flags will not help
-            if done.returncode == 0:
-                lib = ctypes.CDLL(str(target))  # stays mapped after the file is removed
-                lib.samplernn_frames.argtypes = [ctypes.POINTER(FrameArgs), ctypes.c_int64]
-                lib.samplernn_frames.restype = None
-                lib.flags = " ".join(flags)
-                lib.samplernn_align_floats.restype = ctypes.c_int
-                return lib
-            errors.append((done.stderr.strip().splitlines() or ["failed"])[0])
+            if done.returncode != 0:
+                errors.append((done.stderr.strip().splitlines() or ["failed"])[0])
+                continue
+            try:  # it stays mapped after the file is removed
+                lib = ctypes.CDLL(str(target))
+            except OSError as err:  # e.g. no libgomp at run time, or a noexec temp dir
+                errors.append(str(err))
+                continue
+            lib.samplernn_frames.argtypes = [ctypes.POINTER(FrameArgs), ctypes.c_int64]
+            lib.samplernn_frames.restype = None
+            lib.samplernn_align_floats.restype = ctypes.c_int
+            lib.flags = " ".join(flags)
+            return lib
     log.warning("SampleRNN generation runs the TorchScript loop (~3x slower): could not "
                 "build %s with %s: %s", SOURCE.name, " ".join(compiler), errors[-1])
     return None
