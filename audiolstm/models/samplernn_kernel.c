@@ -3,11 +3,11 @@
  * Why C: at the default sizes one sample is ~0.2 MFLOP per stream, a few microseconds of
  * arithmetic, while each tensor operation costs microseconds of dispatch; ~16 of them per
  * sample made TorchScript's loop ~5x slower than its arithmetic (bench/RESULTS.md). Here
- * a whole frame of samples is one call with no allocation, no dispatch and the GIL
- * released, so two threads can run two groups of streams at once.
+ * a whole frame of samples is one call with no allocation and no dispatch, one group of
+ * streams per OpenMP thread (samplernn_frames).
  *
- * The maths is samplernn_step.frame_samples' (its docstring has the derivation), in the
- * same order of sums, so the logits equal teacher forcing to float32 rounding:
+ * The maths is samplernn_step.frame_samples' (its docstring has the derivation), the
+ * sums in another order, so the logits equal teacher forcing to float32 rounding:
  *   x0 = cond[r] + sum_p table[p*Q + code[t-F+p]]        (embedding + mlp_in, folded)
  *   x1 = b1 + relu(x0) W1;  x2 = b2 + relu(x1) W2;  logits = b3 + relu(x2) W3
  *   code[t] = argmax(logits)                              (uniform == NULL)
