@@ -198,7 +198,7 @@ def test_slurm_launcher_renders_sbatch_without_submitting(
     launcher.launch([["model=lstm_300x1"], ["model=lstm_300x2"]], initial_job_idx=0)
     assert seen["jobs"] == 2
     for line in ("--partition=gpu", "--account=lab", "--gpus-per-node=1", "--time=240",
-                 "--cpus-per-task=8", "--mem=32GB"):
+                 "--cpus-per-task=8", "--mem=32GB", "--job-name=train"):
         assert f"#SBATCH {line}" in seen["sbatch"]
 
 
