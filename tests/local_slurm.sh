@@ -47,9 +47,9 @@ cmd_install() {
   have_binaries && return 0
   need_root
   command -v apt-get >/dev/null || die "slurm-wlm and munge are not installed and there is no apt-get"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+  (timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 \
       apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null) \
-    || die "apt-get install slurm-wlm munge failed"
+    || die "apt-get install slurm-wlm munge failed (or took over 20 min)"
   have_binaries || die "slurm-wlm installed but slurmctld/slurmd/sbatch/munged are not on PATH"
 }
 
@@ -94,7 +94,7 @@ start_munge() {
   fi
   install -d -o munge -g munge -m 0755 /run/munge
   install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
-  runuser -u munge -- munged >/dev/null 2>&1 || { tail_log /var/log/munge/munged.log; \
+  timeout 30 runuser -u munge -- munged >/dev/null 2>&1 || { tail_log /var/log/munge/munged.log; \
     die "munged did not start (see /var/log/munge/munged.log)"; }
   touch "$DIR/munged.ours"
   wait_for munge_ok || die "munged started but 'munge -n | unmunge' fails after ${WAIT_S}s"
@@ -102,7 +102,7 @@ start_munge() {
 
 write_conf() {
   local node
-  node=$(slurmd -C | head -n 1)   # NodeName=<host> CPUs=... RealMemory=... (this machine)
+  node=$(timeout 30 slurmd -C | head -n 1)   # NodeName=<host> CPUs=... RealMemory=... (this machine)
   [[ "$node" == NodeName=* ]] || die "'slurmd -C' did not describe this node: $node"
   cat >"$CONF" <<EOF
 # Written by tests/local_slurm.sh: a single-node test scheduler (no cgroups, no accounting).
@@ -161,8 +161,8 @@ cmd_start() {
   start_munge
   write_conf
   rm -f "$DIR"/slurmctld.log "$DIR"/slurmd.log  # so a fatal line below is from this start
-  slurmctld -c -f "$CONF" || start_failed "slurmctld exited"
-  slurmd -f "$CONF" || start_failed "slurmd exited"
+  timeout 30 slurmctld -c -f "$CONF" || start_failed "slurmctld exited"
+  timeout 30 slurmd -f "$CONF" || start_failed "slurmd exited"
   wait_for node_up || start_failed "node not up after ${WAIT_S}s"
   echo "local_slurm: running (partition $PARTITION, $(sed -n 's/^NodeName=\([^ ]*\) CPUs=\([0-9]*\).*RealMemory=\([0-9]*\).*/node \1, \2 CPUs, \3 MB/p' "$CONF"))"
   print_env
