@@ -17,7 +17,7 @@
 # /proc, no task binding), so it runs in a container. No accounting storage: `sacct`
 # answers "Slurm accounting storage is disabled" (see README, "SLURM").
 #
-# Every wait is bounded; a failure prints one line `local_slurm: cannot start: <reason>`
+# Every wait is bounded; a failure prints one line `local_slurm: cannot <command>: <reason>`
 # on stderr (plus the daemon's log tail) and exits 1. Idempotent: `start` on a running
 # scheduler and `stop` on a stopped one do nothing.
 set -euo pipefail
@@ -29,13 +29,14 @@ CTLD_PORT=6917
 SLURMD_PORT=6918
 WAIT_S=${AUDIOLSTM_SLURM_WAIT_S:-30}
 
+ACTION=${1:-}
 die() {
-  echo "local_slurm: cannot start: $*" >&2
+  echo "local_slurm: cannot $ACTION: $*" >&2
   exit 1
 }
 
 need_root() {
-  [ "$(id -u)" = 0 ] || die "needs root (it runs munged, slurmctld and slurmd); run it with sudo"
+  [ "$(id -u)" = 0 ] || die "needs root (run it with sudo)"
 }
 
 have_binaries() {
