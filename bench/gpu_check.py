@@ -257,7 +257,8 @@ def run_step(step: Step, args: argparse.Namespace, work: Path, budget: Budget,
         return Fragment(step.name, step.title, "skipped", skip, f"Skipped: {skip}.")
     frag_path = work / "fragments" / f"{step.name}.json"
     log = work / "logs" / f"{step.name}.log"
-    frag_path.unlink(missing_ok=True)
+    frag_path.parent.mkdir(parents=True, exist_ok=True)
+    frag_path.unlink(missing_ok=True)  # a stale fragment must not pass for this run's
     cmd = [sys.executable, str(STEPS_SCRIPT), step.name, "--work", str(work),
            "--fragment", str(frag_path), "--seconds", f"{seconds:.1f}"]
     if args.dry_run:
@@ -295,12 +296,10 @@ for name in sys.argv[1:]:
     except Exception as e:
         missing[name] = f"{type(e).__name__}: {e}"
 info = {"missing": missing, "cuda": False, "devices": 0}
-try:
+if not missing:
     import torch
     info.update(cuda=torch.cuda.is_available(), devices=torch.cuda.device_count(),
                 torch=torch.__version__)
-except Exception:
-    pass
 print(json.dumps(info))
 """
 
