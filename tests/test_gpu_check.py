@@ -182,6 +182,26 @@ def test_results_list_every_step_in_order_with_its_status(tmp_path: Path) -> Non
     assert not (tmp_path / gpu_check.CURVES_PNG).exists()  # no curves measured, no plot
 
 
+def test_the_curves_are_compared_at_the_last_epoch_both_reached() -> None:
+    """Known answers. Mutant caught: comparing each curve's own last point (bf16 gets
+    through more epochs in the same seconds: that gap is speed, not precision)."""
+    def curve(name: str, losses: list[float]) -> Fragment:
+        points = [{"epoch": i + 1, "val_loss": v} for i, v in enumerate(losses)]
+        return Fragment(name, name, "ok", data={"points": points})
+
+    close = gpu_check.compare_curves({"curves_fp32": curve("curves_fp32", [1.0, 0.5]),
+                                      "curves_bf16": curve("curves_bf16", [1.0, 0.505, 0.3])})
+    assert close is not None and close["epoch"] == 2 and close["common_epochs"] == 2
+    assert close["relative_diff"] == pytest.approx(0.01)
+    assert close["max_relative_diff"] == pytest.approx(0.01) and close["within_tolerance"]
+    far = gpu_check.compare_curves({"curves_fp32": curve("curves_fp32", [1.0, 0.5]),
+                                    "curves_bf16": curve("curves_bf16", [1.0, 0.52])})
+    assert far is not None and not far["within_tolerance"]
+    failed = Fragment("curves_bf16", "x", "failed")
+    assert gpu_check.compare_curves({"curves_fp32": curve("curves_fp32", [1.0]),
+                                     "curves_bf16": failed}) is None
+
+
 # ----------------------------------------------------------------------------- the patch
 
 
@@ -222,7 +242,7 @@ def test_the_dry_run_runs_every_step_and_writes_every_section(tmp_path: Path) ->
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "gpu_check.py"),
                            "--dry-run", "--out", str(out), "--work", str(work)],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_dry_run(out)
@@ -250,7 +270,8 @@ def check_dry_run(out: Path) -> None:
     assert all(v <= 1e-3 for v in steps["generation"]["data"]["checks"].values())
     assert steps["ddp"]["data"]["world_size"] == 2
     assert steps["launcher"]["data"]["jobs"] == 2
-    assert steps["curves_bf16"]["data"]["within_tolerance"] in (True, False)
+    assert data["curves_compare"]["within_tolerance"] in (True, False)
+    assert "## Loss curves: bf16-mixed vs float32" in md
     assert (out / gpu_check.CURVES_PNG).stat().st_size > 0
     with tarfile.open(out / gpu_check.LOGS_TAR) as t:
         names = set(t.getnames())
