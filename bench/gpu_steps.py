@@ -709,7 +709,9 @@ def step_host_syncs(s: Sizes, work: Path, frag: Fragment, args: argparse.Namespa
              " / ".join(fmt(v) for v in bare["off"]), f"**{bmed['off'] / bmed['on']:.3f}x**"]])
         + "\n\nSynchronising CUDA calls per training batch (torch.cuda.set_sync_debug_mode, "
         f"{m} batches, by source line):\n\n"
-        + (sync_lines if s.cuda else "- not counted on CPU (nothing synchronises)"))
+        + (sync_lines if s.cuda else "- not counted on CPU (nothing synchronises)")
+        + "\n\nSampleRNN's step reads `isfinite` once per truncated-BPTT chunk (8 per batch "
+        "at the samplernn step's sizes) and has no `.cpu()`; not measured separately.")
 
 
 # ----------------------------------------------------------------------------- SampleRNN
