@@ -12,7 +12,7 @@ SWEEP      ?= depth
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
 
-.PHONY: help install train test test-slow lint bench sweep clean
+.PHONY: help install train test test-slow lint bench gpu-check gpu-dry-run gpu-wheels sweep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,15 @@ bench: install  ## benchmarks (results go to bench/RESULTS.md)
 	$(BIN)/python bench/bench_explore.py
 	$(BIN)/python bench/bench_train.py --write
 	$(BIN)/python bench/bench_generate.py --write
+
+gpu-check: install  ## every GPU measurement, <= 8 min on one GPU (bench/RESULTS-gpu.md)
+	$(BIN)/python bench/gpu_check.py $(ARGS)
+
+gpu-dry-run: install  ## the same steps on CPU at toy size (what its slow test runs)
+	$(BIN)/python bench/gpu_check.py --dry-run $(ARGS)
+
+gpu-wheels: install  ## wheels the lent GPU machine lacks, into .whl/ (bench/gpu_wheels.sh)
+	PYTHON=$(BIN)/python bash bench/gpu_wheels.sh
 
 sweep: install  ## one ablation sweep: make sweep SWEEP=depth ARGS="debug=smoke"
 	$(BIN)/python train.py -m sweep=$(SWEEP) $(ARGS)
