@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 #: The block length in seconds (module docstring).
 BLOCK_SECONDS = 0.05
 #: Samples read per step of the streamed pass (a multiple of the block is used).
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 
 DEFINITION = (
     "a block is 50 ms of audio on a grid from the start of each split piece; it is silent "
