@@ -11,8 +11,9 @@
    crops. The cases are interleaved round by round in one process, so a busy machine
    slows them alike; median and best of the rounds are reported.
 
-    python bench/bench_silence.py                   # orchestral.wav + the corpus; RESULTS.md
-    python bench/bench_silence.py --no-write --rounds 2 --seconds 1
+    bash docs/make_real_audio.sh                    # outputs/real/{orchestral.wav,corpus/}
+    python bench/bench_silence.py                   # both; updates bench/RESULTS.md
+    python bench/bench_silence.py --wav F --corpus D --no-write --rounds 2 --seconds 1
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TITLE = "Silence-aware data: index cost and loader throughput (issue 22)"
-REAL = Path("/work/main/outputs/real")
+REAL = ROOT / "outputs" / "real"  # bash docs/make_real_audio.sh writes it
 FRAMES = {"x_len": 2000, "seq_len": 40, "batch_size": 100, "num_workers": 0}
 SETTINGS = {  # name -> (silence_db, max_silent_fraction)
     "off": (None, None),
@@ -100,6 +101,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="index timings (best kept)")
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()
+    for path in (args.wav, args.corpus):
+        if not path.exists():
+            sys.exit(f"error: {path} does not exist: make it with `bash docs/make_real_audio.sh` "
+                     "(or pass --wav FILE --corpus DIR)")
 
     load0 = os.getloadavg()[0]
     lines = [f"Machine: {machine()}; load average {load0:.1f} when the runs started "
