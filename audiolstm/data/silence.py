@@ -45,6 +45,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -288,6 +289,15 @@ class SilenceIndex:
                     "excluded_share": gone / seconds if seconds else 0.0}
         return out
 
+    @cached_property
+    def _by_file(self) -> dict[int, dict[str, list[PieceSilence]]]:
+        """file -> split -> its pieces (one pass, so per-file records stay linear in files)."""
+        out: dict[int, dict[str, list[PieceSilence]]] = {}
+        for split in SPLITS:
+            for p in self.pieces[split]:
+                out.setdefault(p.piece.file, {}).setdefault(split, []).append(p)
+        return out
+
     def split_record(self, split: str) -> dict[str, Any]:
         """Totals of one split (seconds, silent seconds; if filtered, what was left out)."""
         ps = self.pieces[split]
@@ -296,11 +306,10 @@ class SilenceIndex:
 
     def file_record(self, file: int) -> dict[str, dict[str, Any]]:
         """Per split holding part of file number `file`: its numbers there."""
-        return {s: self._numbers([p for p in self.pieces[s] if p.piece.file == file], s)
-                for s in SPLITS if any(p.piece.file == file for p in self.pieces[s])}
+        return {s: self._numbers(ps, s) for s, ps in self._by_file.get(file, {}).items()}
 
     def kept(self, split: str, file: int) -> int:
-        return sum(p.kept for p in self.pieces[split] if p.piece.file == file)
+        return sum(p.kept for p in self._by_file.get(file, {}).get(split, []))
 
     def record(self) -> dict[str, Any]:
         """The settings and per-split totals (splits.json's "silence")."""
@@ -341,9 +350,8 @@ class SilenceIndex:
                 f"({100 * r['excluded_share']:.1f} %) is read by no example any more "
                 f"({r['silent_seconds']:.1f} s of it is silent)")
             if len(names) > 1:
-                hit = sorted(((f, self._numbers([p for p in self.pieces[split]
-                                                 if p.piece.file == f], split))
-                              for f in {p.piece.file for p in self.pieces[split]}),
+                hit = sorted(((f, self._numbers(by[split], split))
+                              for f, by in self._by_file.items() if split in by),
                              key=lambda fr: -fr[1]["excluded_seconds"])
                 hit = [(f, r) for f, r in hit if r["excluded_seconds"] > 0][:most]
                 if hit:
