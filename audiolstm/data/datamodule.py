@@ -26,6 +26,7 @@ from audiolstm.data.normalize import Normalizer, fit_normalizer
 from audiolstm.data.planning import plan_splits
 from audiolstm.data.representation import Representation
 from audiolstm.data.settings import data_config
+from audiolstm.data.silence import SilenceIndex, silence_index
 from audiolstm.data.sources import Corpus, corpus_from_config
 from audiolstm.data.splits import (
     SPLITS,
@@ -138,6 +139,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.pieces: dict[str, list[np.ndarray]] = {}
         self.files: list[FileRow] = []
         self._recorded: dict[str, Any] = {}  # a checkpoint's split record (from_data_state)
+        self.silence: SilenceIndex | None = None  # data.max_silent_fraction: what is left out
 
     # ------------------------------------------------------------------ properties
     @property
@@ -182,6 +184,11 @@ class AudioDataModule(pl.LightningDataModule):
         self.meta = {k: v for k, v in corpus.meta.items() if k != "files"}
         self.meta["corpus"] = plan.to_dict(self.sample_rate, count)
         self._report_short_files()
+        self.silence = silence_index(signal, plan, self.data_cfg, self.spec_for)
+        if self.silence is not None:  # silent examples left out: kept counts, and a record
+            self.files, self.meta["corpus"] = self.silence.apply(self.files, self.meta["corpus"])
+            for line in self.silence.report([r.name for r in self.files]):
+                log.info(line)
         if self.normalizer is None:  # not restored from a checkpoint
             self.normalizer = fit_normalizer(
                 self.norm_cfg.get("scheme", "std"),
@@ -270,15 +277,15 @@ class AudioDataModule(pl.LightningDataModule):
         """What summary.json records about the data: examples, files and seconds per split.
 
         `examples[train]` counts the training windows (under random-crop epochs: every
-        valid start, of which each epoch draws `train_examples_per_epoch`).
+        valid start, of which each epoch draws `train_examples_per_epoch`); with
+        silence-aware data, those kept.
         """
         if self.plan is None:
             self.setup()
         assert self.plan is not None
         sr, plan = self.sample_rate, self.plan
         return {
-            "examples": {s: sum(self._count(s, p.length) for p in plan.pieces[s])
-                         for s in SPLITS},
+            "examples": {s: self.meta["corpus"]["splits"][s]["examples"] for s in SPLITS},
             "files": {s: plan.file_count(s) for s in SPLITS},
             "seconds": {s: plan.samples(s) / sr for s in SPLITS},
             "split_by": plan.split_by,
@@ -311,6 +318,7 @@ class AudioDataModule(pl.LightningDataModule):
             transform=self._transform(),
             reuse_buffers=split == "train" and self.data_cfg["num_workers"] == 0,
             segments=[(p.start, p.end) for p in self.plan.pieces[split]],
+            allowed=self.silence.allowed(split) if self.silence is not None else None,
         )
 
     def _loader(self, split: str) -> DataLoader:

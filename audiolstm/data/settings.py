@@ -53,6 +53,14 @@ class DataConfig:
     # random-crop epochs: each training epoch is this many examples drawn uniformly from
     # every valid start (any sample, never across a file boundary); null: the windows
     train_examples_per_epoch: int | None = None
+    # silence-aware data (audiolstm/data/silence.py; off unless both are set): training
+    # examples with more than max_silent_fraction (0..1) of their samples in silent 50 ms
+    # blocks, whose RMS is below silence_db dBFS (< 0; 0 dBFS = full scale, e.g. -60),
+    # are never drawn
+    silence_db: float | None = None
+    max_silent_fraction: float | None = None
+    # true: validation and test leave those examples out too (default: every window)
+    silence_eval: bool = False
     batch_size: int = 100
     num_workers: int = 0
     pin_memory: bool | None = None
@@ -109,6 +117,33 @@ def validate_data(data: Any, key: str = "data") -> None:
         raise UserError(f"{key}.splits={splits!r} must be three positive ratios (train, val, test)")
     if not math.isclose(sum(splits), 1.0, abs_tol=1e-6):
         raise UserError(f"{key}.splits={splits!r} must sum to 1 (they sum to {sum(splits):g})")
+    validate_silence(data, key)
+
+
+def validate_silence(data: Any, key: str = "data") -> None:
+    """silence_db and max_silent_fraction: in range, and set together (one is read only with
+    the other); silence_eval only with them."""
+    db, frac = data.silence_db, data.max_silent_fraction
+    if db is not None and not (_number(db) and db < 0):
+        raise UserError(f"{key}.silence_db={db!r} must be a negative level in dBFS (0 dBFS is "
+                        "full scale; e.g. -60)")
+    if frac is not None and not (_number(frac) and 0 <= frac <= 1):
+        raise UserError(f"{key}.max_silent_fraction={frac!r} must be a share in [0, 1] (the "
+                        "largest share of an example's samples that may be silent; e.g. 0.5)")
+    if frac is not None and db is None:
+        raise UserError(f"{key}.max_silent_fraction={frac!r} needs {key}.silence_db (the level "
+                        "in dBFS below which a 50 ms block is silent; e.g. -60)")
+    if db is not None and frac is None:
+        raise UserError(f"{key}.silence_db={db!r} is read only with {key}.max_silent_fraction "
+                        "(the largest silent share an example may have; e.g. 0.5)")
+    if data.silence_eval and frac is None:
+        raise UserError(f"{key}.silence_eval=true is read only with {key}.silence_db and "
+                        f"{key}.max_silent_fraction")
+
+
+def _number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 

@@ -56,6 +56,9 @@ class FileRow:
     `split` is the one split a file belongs to under `split_by=file`, or "all" under
     `split_by=time`; `ranges` gives, per split, the corpus range of this file's piece
     and `examples` how many examples it yields there (0: too short, reported).
+    `silence` (only with silence-aware data, `audiolstm.data.silence`): per split, its
+    silent seconds and, where the split leaves silent examples out, how many and how
+    many seconds; `examples` then counts the examples kept.
     """
 
     index: int
@@ -69,12 +72,16 @@ class FileRow:
     examples: dict[str, int]
     rate: int = 0
     channels: int = 0
+    silence: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "path": self.path, "start": self.start,
-                "end": self.end, "duration_seconds": self.duration_seconds, "split": self.split,
-                "ranges": {k: list(v) for k, v in self.ranges.items()},
-                "examples": dict(self.examples), "rate": self.rate, "channels": self.channels}
+        out = {"index": self.index, "name": self.name, "path": self.path, "start": self.start,
+               "end": self.end, "duration_seconds": self.duration_seconds, "split": self.split,
+               "ranges": {k: list(v) for k, v in self.ranges.items()},
+               "examples": dict(self.examples), "rate": self.rate, "channels": self.channels}
+        if self.silence:
+            out["silence"] = {k: dict(v) for k, v in self.silence.items()}
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FileRow:
@@ -82,7 +89,8 @@ class FileRow:
                    int(d["end"]), float(d["duration_seconds"]), str(d["split"]),
                    {k: (int(v[0]), int(v[1])) for k, v in dict(d["ranges"]).items()},
                    {k: int(v) for k, v in dict(d["examples"]).items()},
-                   int(d.get("rate", 0)), int(d.get("channels", 0)))
+                   int(d.get("rate", 0)), int(d.get("channels", 0)),
+                   {k: dict(v) for k, v in dict(d.get("silence") or {}).items()})
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,15 @@ Nothing is materialised: each offset's examples are a read-only ``as_strided`` v
 of the signal (which may be a memory-mapped cache), so the dataset costs the signal
 and nothing more whatever ``window_shift`` is. Normalisation ``(x - shift) / scale``
 and the representation's ``encode`` run per batch, on the fly.
+
+Some examples can be left out (silence-aware data, `audiolstm.data.silence`): per
+segment, `Intervals` of the start positions allowed. The examples of one offset whose
+starts fall in one interval are consecutive, so the data set is indexed by *runs*
+``(view, first k, end k)`` with a cumulative count, and index i is found by one
+binary search: memory grows with the number of intervals, never with the number of
+examples (28 M starts for 30 min at window_shift 1), and a sampler over
+``range(len(ds))`` (shuffled windows or uniform random crops) draws only allowed
+examples, uniformly, with no rejection.
 """
 
 from __future__ import annotations
@@ -112,6 +121,58 @@ class WindowSpec:
         return sum(self.count_at(n_samples, o) for o in self.offsets)
 
 
+@dataclass(frozen=True, eq=False)
+class Intervals:
+    """Sorted, disjoint, non-adjacent ``[lo, hi)`` integer intervals (e.g. allowed starts).
+
+    Two int64 arrays; memory grows with the number of intervals, not with their lengths.
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def __post_init__(self) -> None:
+        lo = np.asarray(self.lo, dtype=np.int64).reshape(-1)
+        hi = np.asarray(self.hi, dtype=np.int64).reshape(-1)
+        if lo.shape != hi.shape or (hi <= lo).any() or (lo[1:] <= hi[:-1]).any():
+            raise ValueError("intervals must be sorted, disjoint, non-adjacent and non-empty")
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+    @classmethod
+    def merged(cls, lo: np.ndarray, hi: np.ndarray) -> Intervals:
+        """From sorted, disjoint intervals that may touch or be empty: drop empty, join touching."""
+        lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+        keep = hi > lo
+        lo, hi = lo[keep], hi[keep]
+        if lo.shape[0] > 1:
+            new = np.concatenate([[True], lo[1:] != hi[:-1]])
+            last = np.concatenate([new[1:], [True]])
+            lo, hi = lo[new], hi[last]
+        return cls(lo, hi)
+
+    @property
+    def total(self) -> int:
+        """How many integers the intervals hold."""
+        return int((self.hi - self.lo).sum())
+
+    def __len__(self) -> int:
+        return int(self.lo.shape[0])
+
+
+def start_runs(allowed: Intervals, offset: int, shift: int, count: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Runs ``[k0, k1)`` of the example numbers whose start ``offset + k*shift`` is allowed.
+
+    ``0 <= k < count``; one run per interval at most (adjacent runs joined), in order.
+    """
+    # k with lo <= offset + k*shift < hi  <=>  ceil((lo-offset)/shift) <= k < ceil((hi-offset)/shift)
+    k0 = np.clip(-((offset - allowed.lo) // shift), 0, count)
+    k1 = np.clip(-((offset - allowed.hi) // shift), 0, count)
+    runs = Intervals.merged(k0, k1)
+    return runs.lo, runs.hi
+
+
 def example_frames(signal: np.ndarray, spec: WindowSpec) -> list[np.ndarray]:
     """Per offset, a read-only view of shape (count_o, seq_len + 1, x_len) into `signal`.
 
@@ -175,6 +236,10 @@ class WindowDataset(Dataset):
     `segments`: ``[(start, end), ...]`` ranges of `signal` (e.g. one split's pieces of
     a corpus, each inside one file); examples are cut inside each range only. Default:
     the whole signal.
+
+    `allowed`: per segment, the `Intervals` of start positions (relative to the
+    segment's start) whose examples are kept, e.g. those not mostly silent; the
+    others are left out of the index (`len`, `start_of`, every index). Default: all.
     """
 
     def __init__(
@@ -187,6 +252,7 @@ class WindowDataset(Dataset):
         reuse_buffers: bool = False,
         ring: int = 4,
         segments: Sequence[tuple[int, int]] | None = None,
+        allowed: Sequence[Intervals] | None = None,
     ) -> None:
         signal = np.asarray(signal) if not isinstance(signal, np.ndarray) else signal
         if signal.dtype != np.float32:
@@ -199,7 +265,11 @@ class WindowDataset(Dataset):
         segs = [(0, n)] if segments is None else [(int(a), int(b)) for a, b in segments]
         if any(not 0 <= a <= b <= n for a, b in segs):
             raise ValueError(f"segments must be ranges inside the signal of {n} samples")
+        if allowed is not None and len(allowed) != len(segs):
+            raise ValueError(f"allowed: one Intervals per segment ({len(segs)}), "
+                             f"got {len(allowed)}")
         self.segments = segs
+        self.allowed = None if allowed is None else list(allowed)
         self.signal = signal
         self.spec = spec
         self.shift = float(shift)
@@ -211,17 +281,32 @@ class WindowDataset(Dataset):
 
     def _setup(self) -> None:
         views, origins = [], []
+        run_view, run_k0, run_len = [], [], []
         for k, (a, b) in enumerate(self.segments):
             for o, v in zip(self.spec.offsets, example_frames(self.signal[a:b], self.spec),
                             strict=True):
-                if v.shape[0]:
-                    views.append(v)
-                    origins.append((k, a + o))
+                c = v.shape[0]
+                if not c:
+                    continue
+                if self.allowed is None:
+                    k0, k1 = np.zeros(1, np.int64), np.full(1, c, np.int64)
+                else:
+                    k0, k1 = start_runs(self.allowed[k], o, self.spec.window_shift, c)
+                run_view.append(np.full(k0.shape[0], len(views), np.int64))
+                run_k0.append(k0)
+                run_len.append(k1 - k0)
+                views.append(v)
+                origins.append((k, a + o))
         self._views = views
         self._origins = origins  # per view: (segment, signal position of its example 0)
-        self._counts = [v.shape[0] for v in views]
-        self._starts = np.cumsum([0] + self._counts)[:-1]
-        self._len = int(sum(self._counts))
+        # runs of consecutive kept examples of one view: global index i of run r is
+        # example _run_k0[r] + (i - _starts[r]) of view _run_view[r]
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))  # noqa: E731
+        self._run_view, self._run_k0, lens = cat(run_view), cat(run_k0), cat(run_len)
+        self._starts = (np.cumsum(lens) - lens).astype(np.int64)
+        self._len = int(lens.sum())
+        # the common case, one run per view from k = 0: the index is the view's
+        self._plain = bool((self._run_k0 == 0).all() and len(self._run_view) == len(views))
         self._rings: dict[int, list[np.ndarray]] = {}
         self._next: dict[int, int] = {}
 
@@ -252,10 +337,13 @@ class WindowDataset(Dataset):
         if bad.any():
             raise IndexError(f"index {int(indices[bad][0])} out of range for {n} examples")
         indices = np.where(indices < 0, indices + n, indices)
-        if len(self._views) <= 1:
+        if len(self._views) <= 1 and self._plain:
             return np.zeros_like(indices), indices
-        group = np.searchsorted(self._starts, indices, side="right") - 1
-        return group, indices - self._starts[group]
+        run = np.searchsorted(self._starts, indices, side="right") - 1
+        local = indices - self._starts[run]
+        if self._plain:
+            return run, local
+        return self._run_view[run], self._run_k0[run] + local
 
     def start_of(self, i: int) -> tuple[int, int]:
         """(segment, position in the signal of the example's first sample) of example i."""
@@ -266,8 +354,9 @@ class WindowDataset(Dataset):
     def counts_per_segment(self) -> list[int]:
         """Examples each segment yields (0 for one shorter than an example)."""
         out = [0] * len(self.segments)
-        for (seg, _), c in zip(self._origins, self._counts, strict=True):
-            out[seg] += c
+        ends = np.append(self._starts[1:], self._len)
+        for view, n in zip(self._run_view.tolist(), (ends - self._starts).tolist(), strict=True):
+            out[self._origins[view][0]] += n
         return out
 
     def _buffer(self, b: int) -> np.ndarray:
@@ -454,4 +543,5 @@ class DeferredLoader(DataLoader):
         return _Deferred(super().__iter__)
 
 
-_DERIVED = ("_views", "_origins", "_counts", "_starts", "_len", "_rings", "_next")
+_DERIVED = ("_views", "_origins", "_run_view", "_run_k0", "_starts", "_len", "_plain",
+            "_rings", "_next")

@@ -29,7 +29,9 @@ def tables(r: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
         ["duration", f"{clock(src['duration_seconds'])} ({num(src['duration_seconds'], 6)} s)"],
     ]))
     if "corpus" in r:
-        out.append(_files_table(r["corpus"]))
+        out.append(_files_table(r["corpus"], r.get("training_silence")))
+    if "training_silence" in r:
+        out.append(_training_silence_table(r["training_silence"]))
     lead = sil["lead_in_samples"]
     fade_start = fade["start_seconds"]
     fade_start_sample = round(fade_start * sr) if math.isfinite(fade_start) else None
@@ -80,7 +82,31 @@ def tables(r: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]
     return out
 
 
-def _files_table(corpus: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+def _training_silence_table(ts: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """Per split: silent seconds and, where the split leaves silent examples out, how many."""
+    rows = []
+    for split, t in ts["splits"].items():
+        left = "excluded_examples" in t
+        rows.append([split, num(t["seconds"]), num(t["silent_seconds"]),
+                     num(t["examples_before"]) if left else "every window",
+                     num(t["excluded_examples"]) if left else "",
+                     num(t["excluded_seconds"]) if left else "",
+                     num(100 * t["excluded_share"], 3) if left else ""])
+    title = (f"Silence-aware training data (data.silence_db={num(ts['silence_db'])}, "
+             f"data.max_silent_fraction={num(ts['max_silent_fraction'])})")
+    return title, ["split", "seconds", "silent (s)", "examples", "left out", "left out (s)",
+                   "left out (%)"], rows
+
+
+def _files_table(corpus: Mapping[str, Any], training_silence: Mapping[str, Any] | None = None
+                 ) -> tuple[str, list[str], list[list[str]]]:
+    header = ["#", "file", "starts at", "duration", "RMS (dBFS)", "peak (dBFS)", "silent (%)",
+              "split"]
+    # silence-aware data: the training seconds of each file that no example reads any more
+    left = {f["index"]: f["splits"].get("train", {}) for f in
+            (training_silence or {}).get("files", [])}
+    if left:
+        header += ["train left out (s)", "train left out (%)"]
     rows = []
     for f in corpus["files"]:
         split = f["split"]
@@ -92,8 +118,11 @@ def _files_table(corpus: Mapping[str, Any]) -> tuple[str, list[str], list[list[s
                      clock(f["duration_seconds"]), num(f["rms_dbfs"], 3),
                      num(f["peak_dbfs"], 3), num(None if share is None else 100 * share, 3),
                      split])
-    return (f"Files ({len(rows)})", ["#", "file", "starts at", "duration", "RMS (dBFS)",
-                                     "peak (dBFS)", "silent (%)", "split"], rows)
+        if left:
+            t = left.get(f["index"], {})
+            rows[-1] += ([num(t["excluded_seconds"]), num(100 * t["excluded_share"], 3)]
+                         if "excluded_seconds" in t else ["", ""])
+    return f"Files ({len(rows)})", header, rows
 
 
 _FIGURES = (
@@ -115,6 +144,8 @@ def _notes(r: Mapping[str, Any]) -> list[str]:
     if "corpus" in r:
         notes.insert(0, f"Files: silent (%) is the {r['corpus']['silence_definition']}; "
                         f"{r['corpus']['split_rule']}.")
+    if "training_silence" in r:
+        notes.append(f"Silence-aware training data: {r['training_silence']['definition']}.")
     return notes
 
 

@@ -53,8 +53,9 @@ from audiolstm.atomic import atomic_write
 from audiolstm.data.normalize import SCHEMES as NORM_SCHEMES
 from audiolstm.data.planning import plan_splits
 from audiolstm.data.settings import data_config, validate_data
+from audiolstm.data.silence import SilenceSettings, silence_index
 from audiolstm.data.sources import corpus_from_config
-from audiolstm.data.splits import SPLITS
+from audiolstm.data.splits import SPLITS, SplitPlan
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,16 @@ def explore_signal(
     out_dir: str | os.PathLike[str],
     ranges: SplitRanges | None = None,
     split_rule: str = SPLIT_RULES["time"],
+    training_silence: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole study on a (memory-mapped) signal and write every output to `out_dir`.
 
     `meta["boundaries"]` ((file name, first sample) pairs) with more than one file makes
     it a corpus: a per-file table and figure come first. `ranges` is each split's sample
     ranges (default: `opts.splits` over the whole signal, as training splits it today)
-    and `split_rule` says in words how they were drawn.
+    and `split_rule` says in words how they were drawn. `training_silence`
+    (`training_silence()`) is what silence-aware data leaves out of training, per split
+    and per file, when `data.max_silent_fraction` is set.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -203,6 +207,8 @@ def explore_signal(
         result["corpus"] = {"files": [f.as_dict() for f in files_table], "figure": "files.png",
                             "silence_definition": SILENT_SHARE_DEFINITION,
                             "split_rule": split_rule}
+    if training_silence is not None:
+        result["training_silence"] = dict(training_silence)
     timings["total"] = time.perf_counter() - t0
     result["timings_seconds"] = timings
     files += ["envelope.npy", "explore.json", "explore.md", "explore.html"]
@@ -211,8 +217,10 @@ def explore_signal(
     return result
 
 
-def load(data: DictConfig, opts: ExploreOptions) -> tuple[np.ndarray, dict, SplitRanges, str]:
-    """The configured source as training sees it: (signal, meta, split ranges, split rule).
+def load(data: DictConfig, opts: ExploreOptions
+         ) -> tuple[np.ndarray, dict, SplitRanges, str, dict[str, Any] | None]:
+    """The configured source as training sees it: (signal, meta, split ranges, split rule,
+    what silence-aware data leaves out of training or None).
 
     The signal is the cached, memory-mapped one training reads; its meta lists the
     files' boundaries; the splits are drawn as training draws them.
@@ -221,7 +229,27 @@ def load(data: DictConfig, opts: ExploreOptions) -> tuple[np.ndarray, dict, Spli
     corpus = corpus_from_config(settings)
     plan = plan_splits(corpus, settings)
     ranges = {s: [(p.start, p.end) for p in plan.pieces[s]] for s in SPLITS}
-    return corpus.signal, corpus.meta, ranges, SPLIT_RULES[plan.split_by]
+    silence = training_silence(corpus.signal, plan, settings, [f.name for f in corpus.files])
+    return corpus.signal, corpus.meta, ranges, SPLIT_RULES[plan.split_by], silence
+
+
+def training_silence(signal: np.ndarray, plan: SplitPlan, settings: Mapping[str, Any],
+                     names: list[str]) -> dict[str, Any] | None:
+    """What `data.silence_db` / `data.max_silent_fraction` leave out of training, as the
+    training run computes it (its splits.json "silence" record, and per file); None if off.
+    """
+    if SilenceSettings.from_config(settings) is None:
+        return None
+    # the datamodule owns how each split is cut into examples (sliding windows or
+    # random crops); building one reads no audio (Lightning is imported only here)
+    from audiolstm.data.datamodule import AudioDataModule
+
+    spec_for = AudioDataModule(settings, {}, {}).spec_for
+    index = silence_index(signal, plan, settings, spec_for)
+    assert index is not None
+    return {**index.record(),
+            "files": [{"index": i + 1, "name": name, "splits": index.file_record(i)}
+                      for i, name in enumerate(names)]}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -229,10 +257,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     opts = ExploreOptions.from_cfg(cfg)
     data = cfg.data
     validate_data(data)  # same checks and messages as training
-    signal, meta, ranges, rule = load(data, opts)
+    signal, meta, ranges, rule, silence = load(data, opts)
     out = Path(cfg.paths.output_dir)
     log.debug("exploring %d samples (%s) into %s", signal.shape[0], meta.get("path"), out)
-    result = explore_signal(signal, int(data.sample_rate), meta, opts, out, ranges, rule)
+    result = explore_signal(signal, int(data.sample_rate), meta, opts, out, ranges, rule,
+                            silence)
     print(f"explore: {len(result['files'])} files in {out} (open {out / 'explore.html'})",
           flush=True)
     return result
