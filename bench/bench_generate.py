@@ -31,11 +31,11 @@ from _common import machine, write_section
 from torch import Tensor
 
 from audiolstm.generation.strategies import generate_frames
-from audiolstm.models import samplernn_kernel, samplernn_step
+from audiolstm.models import draw, samplernn_kernel, samplernn_step
 from audiolstm.models.base import cpu_backend
 from audiolstm.models.frame_rnn import AudioRNN
 from audiolstm.models.samplernn import SampleRNN
-from audiolstm.models.samplernn_step import SampleLoop, gumbel, torch_threads
+from audiolstm.models.samplernn_step import SampleLoop, torch_threads
 
 SR, X_LEN = 16000, 2000
 
@@ -221,14 +221,9 @@ def budget_kernel(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
 
 
 def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
-    """µs per sample of each part of SampleLoop.run's TorchScript loop, timed alone (the
-    draw the loop picks for this batch size: Gumbel-max for few streams, the inverse CDF
-    for many)."""
-    samplernn_kernel.ENABLED = False
-    try:
-        loop = SampleLoop(model, b)
-    finally:
-        samplernn_kernel.ENABLED = True
+    """µs per sample of each part of SampleLoop.run's TorchScript loop, timed alone (its
+    draw is the kernel's: the inverse CDF from one uniform per stream and sample)."""
+    loop = SampleLoop(model, b, kernel=False)
     loop.set_state([None] * len(model.tiers))
     fb, q = loop.fb, loop.q
     buf = torch.randint(q, (b, 64))
@@ -237,7 +232,6 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
     uniform = torch.rand(b, 1)
     tier = loop.tiers[-1]
     (b1, w1), (b2, w2), (b3, w3) = loop.mlp
-    gumbel_draw = b * q <= samplernn_step.GUMBEL_MAX_DRAWS
 
     def first() -> None:
         torch.add(buf[:, 10 : 10 + fb], loop.offsets, out=loop.codes[3])
@@ -250,30 +244,16 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
         y = torch.addmm(b2, y.relu_(), w2, out=o2)
         torch.addmm(b3, y.relu_(), w3, out=o3)
 
-    def argmax() -> None:
-        torch.argmax(logits, 1, False, out=buf[:, 40])
-
     def inverse_cdf() -> None:
-        cdf = torch.softmax(logits, dim=1).cumsum_(1)
-        buf[:, 40] = torch.searchsorted(cdf, uniform * cdf[:, -1:])[:, 0]
+        buf[:, 40] = draw.inverse_cdf(torch.softmax(logits, dim=1), uniform)[:, 0]
 
-    per_step = b * q if gumbel_draw else b
-    block = max(fb, samplernn_step.NOISE_BLOCK // per_step // fb * fb)
-
-    def noise() -> None:
-        if gumbel_draw:
-            gumbel(block, b, q, 1.0, None, loop.table).add_(b3)
-        else:
-            torch.rand(block, b, 1).neg_().add_(1.0)
-
+    block = max(fb, samplernn_step.NOISE_BLOCK // b // fb * fb)
     parts = {  # (timed eagerly: under TorchScript each costs less, the rest shrinks)
         "first layer: gather F code rows + 1 conditioning row, sum": first,
         "3 × (ReLU, addmm into a buffer), weights (in, out) contiguous": mlp,
-        ("draw: argmax into the codes (Gumbel noise is the last bias)" if gumbel_draw
-         else "draw: softmax, cumsum, searchsorted (inverse CDF)"):
-            argmax if gumbel_draw else inverse_cdf,
-        (f"{'Gumbel noise + last bias' if gumbel_draw else 'uniforms'}, drawn {block} "
-         "samples at a time"): noise,
+        "draw: softmax, cumsum, searchsorted (inverse CDF)": inverse_cdf,
+        f"uniforms, drawn {block} samples at a time": lambda: torch.rand(
+            block, b, 1).neg_().add_(1.0),
         f"frame tier (one fused LSTM step + up-projection, 1/{fb} of it)": lambda: tier.step(
             buf[:, 10 : 10 + fb], None, out=loop.cond),
     }
