@@ -201,7 +201,6 @@ def run(cfg) -> dict[str, Any]:
         raise UserError("temperature and feedback_noise must be >= 0")
     sampling = Sampling(cfg.temperature, cfg.feedback_noise,
                         torch.Generator(device=device).manual_seed(int(s.seed)))
-    torch.manual_seed(int(s.seed))  # the heads' sampling draws from the global generator
     bar = _progress_bar(cfg.progress)
     with bar as update:
         cont = continue_audio(model, state, seed_audio, split, cfg.seconds, cfg.strategy,

@@ -40,15 +40,19 @@ class Sampling:
     temperature: 0 feeds back the mean (the only choice for the mse head), > 0
     samples the probabilistic heads. feedback_noise: sigma of Gaussian noise added
     to the fed-back frame only (the seeds' input-noise idea applied where the
-    model meets its own outputs); the generated audio stays clean.
+    model meets its own outputs); the generated audio stays clean. generator: the
+    source of every random number (the heads' draws and the feedback noise), so that
+    a seeded generator makes the whole continuation reproducible. top_p: nucleus
+    sampling for the discrete heads (models/draw.py); 1 = off.
     """
 
     temperature: float = 0.0
     feedback_noise: float = 0.0
     generator: torch.Generator | None = None
+    top_p: float = 1.0
 
     def frame(self, model: AudioRNN, out: Tensor) -> Tensor:
-        return model.next_frame(out, self.temperature)
+        return model.next_frame(out, self.temperature, self.generator, self.top_p)
 
     def feed(self, frame: Tensor) -> Tensor:
         if self.feedback_noise <= 0:
