@@ -190,6 +190,76 @@ def test_draws_follow_softmax_of_logits_over_temperature(temperature: float,
     assert freq.argmax() == expected.argmax()
 
 
+def _naive_nucleus(probs: list[float], top_p: float) -> list[float]:
+    """Most likely first, keep while the kept mass is below top_p (the crossing level
+    kept), zero the rest, renormalise: a plain loop in float64."""
+    kept, run, before = set(), 0.0, 0.0
+    for k in sorted(range(len(probs)), key=lambda k: -probs[k]):
+        if run >= top_p:
+            break
+        kept.add(k)
+        before, run = run, run + probs[k]
+    assert min(abs(before - top_p), abs(run - top_p)) > 1e-4  # no rounding-close call
+    return [p / run if k in kept else 0.0 for k, p in enumerate(probs)]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_nucleus_draws_follow_the_truncated_renormalised_softmax(temperature: float) -> None:
+    """top_p = 0.6 on a fixed logits vector (the last layer's bias, its weights zeroed):
+    the codes' histogram against the nucleus of softmax(logits / T) renormalised, by a
+    naive loop; levels outside it never drawn. 24,000 draws: one standard error <= 0.0032.
+    Mutants caught (tried): excluding the level that crosses top_p (renormalised mass
+    0.09 at T = 1, 0.13 at T = 0.7) and not renormalising after the truncation (the
+    draw's target u × the untruncated total: the excess lands on another level)."""
+    model = _model([4], gain=LIVELY)
+    with torch.no_grad():
+        model.mlp[-1].weight.zero_()
+        model.mlp[-1].bias.copy_(torch.linspace(-2.0, 2.0, 32).roll(7))
+    out = model.generate(_samples(4, 8), 6000, temperature=temperature,
+                         generator=torch.Generator().manual_seed(11), top_p=0.6)
+    codes = model.quantize(out).reshape(-1)
+    freq = torch.bincount(codes, minlength=32).double() / codes.numel()
+    softmax = torch.softmax(model.mlp[-1].bias.double() / temperature, dim=0)
+    expected = torch.tensor(_naive_nucleus(softmax.tolist(), 0.6), dtype=torch.float64)
+    assert (freq - expected).abs().max().item() < 0.012
+    assert (freq[expected == 0] == 0).all() and (expected > 0).sum() >= 5
+
+
+@pytest.mark.parametrize("sample_loop", LOOPS, indirect=True)
+def test_top_p_one_draws_the_same_codes_as_plain_sampling(sample_loop: str) -> None:
+    """top_p = 1 is plain sampling: the same codes from the same seed, in either loop."""
+    model = _model(TIERS["3-tier"], gain=LIVELY)
+    seed = _samples(2, 16)
+    plain = model.generate(seed, 50, generator=torch.Generator().manual_seed(3))
+    same = model.generate(seed, 50, generator=torch.Generator().manual_seed(3), top_p=1.0)
+    assert torch.equal(plain, same) and model.quantize(plain).unique().numel() > 5
+
+
+def test_the_log_likelihood_is_the_mean_log_softmax_of_the_drawn_codes(sample_loop) -> None:
+    """`return_log_likelihood`: each stream's mean log-probability of its codes under the
+    model's own softmax (T = 1, untruncated), recomputed here from the teacher-forced
+    logits of the generated sequence; at T = 0.7 with top_p too (it is not the sampling
+    distribution's). The codes do not change when it is asked for. Mutant caught
+    (tried): the log-probability under the tempered softmax (the sampling distribution)."""
+    model = _model(TIERS["3-tier"], gain=LIVELY)
+    seed = _samples(3, 16)
+    for temperature, top_p in ((1.0, 1.0), (0.7, 0.8)):
+        plain = model.generate(seed, 45, temperature, torch.Generator().manual_seed(4),
+                               top_p=top_p)
+        out, ll = model.generate(seed, 45, temperature, torch.Generator().manual_seed(4),
+                                 top_p=top_p, return_log_likelihood=True)
+        assert torch.equal(out, plain) and ll.shape == (3,) and ll.dtype == torch.float64
+        with torch.no_grad():
+            logits = model.teacher_forced_logits(torch.cat([seed, out], dim=1))[:, -45:]
+        own = torch.log_softmax(logits.double(), -1).gather(
+            -1, model.quantize(out)[..., None])[..., 0].mean(1)
+        torch.testing.assert_close(ll, own, rtol=0, atol=1e-4)
+        _, logits_too, ll_too = model.generate(
+            seed, 45, temperature, torch.Generator().manual_seed(4), return_logits=True,
+            top_p=top_p, return_log_likelihood=True)
+        torch.testing.assert_close(ll_too, ll, rtol=0, atol=1e-9)
+
+
 def test_levels_of_zero_probability_are_never_drawn(sample_loop: str) -> None:
     """Levels whose softmax mass underflows to 0 (here the first and the last among them)
     are never drawn, and every level of mass > 0 is (the inverse CDF's edge cases)."""
