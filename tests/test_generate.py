@@ -396,3 +396,19 @@ def test_a_seeded_generator_makes_head_sampling_reproducible(head: str, strategy
     a = draw(5, global_seed=1)
     assert torch.equal(a, draw(5, global_seed=2))
     assert not torch.allclose(a, draw(6, global_seed=1))
+
+
+@pytest.mark.parametrize("strategy", ["stateful", "refeed", "sliding"])
+def test_streams_side_by_side_equal_one_at_a_time(strategy: str) -> None:
+    """(B, S, D) seeds: each stream's frames equal that seed generated alone (the mean
+    path, so nothing random), to float32 rounding of a different batch size; the streams
+    differ. Mutant caught: a batched loop feeding stream 0's frame back to every stream."""
+    torch.manual_seed(0)
+    model = AudioRNN(input_dim=5, hidden_sizes=[12, 12], head="gaussian").eval()
+    seeds = torch.randn(3, 4, 5)
+    batched = generate_frames(model, seeds, 6, strategy, window=3)
+    assert batched.shape == (3, 6, 5)
+    for b in range(3):
+        alone = generate_frames(model, seeds[b], 6, strategy, window=3)
+        torch.testing.assert_close(batched[b], alone, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(batched[0], batched[1])
