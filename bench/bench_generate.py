@@ -198,7 +198,7 @@ def budget_kernel(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
     fb = loop.fb
     buf = torch.randint(loop.q, (b, 64))
     uniform = torch.rand(fb, b, 1)
-    loop._bind(buf, 1.0, None)
+    loop._bind(buf, 1.0, 1.0, None)
     block = max(fb, samplernn_step.NOISE_BLOCK // b // fb * fb)
     parts = {
         "kernel: first layer, 3 layers, argmax (a frame / 16)": lambda: loop._kernel_frame(

@@ -344,9 +344,8 @@ class SampleRNN(AudioModel):
         The draw is the inverse CDF of one uniform per stream and sample from `generator`
         (models/draw.py), in the C kernel or in its fallback alike: a seed gives the same
         codes with or without a compiler. `top_p` < 1 draws from the nucleus of that
-        softmax (the fewest most likely levels holding `top_p` of its mass, renormalised;
-        in the fallback loop, the kernel has no nucleus); `top_p` = 1 is plain sampling,
-        draw for draw.
+        softmax (the fewest most likely levels holding `top_p` of its mass, renormalised);
+        `top_p` = 1 is plain sampling, draw for draw.
         Output samples are dequantised (original-scale) levels in the train split's normalised
         units (what `quantize` reads; see `dequantize`), on the model's device,
         in the seed's dtype. `return_logits=True` also returns the logits each sample was
@@ -382,14 +381,12 @@ class SampleRNN(AudioModel):
         if s > top:  # warm: the tiers consume every frame before the first target
             _, state = self.conditioning(buf[:, :s])
         # the per-sample loop (samplernn_step.py): folded tables, pre-drawn randomness,
-        # frame tiers on every thread, each frame's samples in the C kernel (the nucleus:
-        # in the fallback loop)
-        nucleus = top_p < 1.0 and temperature > 0
-        loop = SampleLoop(self, b, kernel=not nucleus)
+        # frame tiers on every thread, each frame's samples in the C kernel
+        loop = SampleLoop(self, b)
         loop.set_state(state)
         with cpu_backend(single_step=device.type == "cpu"):
             loop.run(buf, s, n_samples, temperature, generator, logits_out, progress, top,
-                     top_p if nucleus else 1.0, loglik)
+                     top_p, loglik)
         out = self.dequantize(buf[:, s:], dtype=seed.dtype)
         extras = [t for t in (logits_out, loglik) if t is not None]
         if loglik is not None:

@@ -12,6 +12,7 @@
  *   x1 = b1 + relu(x0) W1;  x2 = b2 + relu(x1) W2;  logits = b3 + relu(x2) W3
  *   code[t] = argmax(logits)                              (uniform == NULL)
  *           = first k with cdf[k] >= u * cdf[Q-1]          (inverse CDF of softmax(logits/T))
+ * with top_p < 1 the masses outside the nucleus are zeroed first (models/draw.py's rule).
  * Every width (H, H2, Qp) must be a multiple of ALIGN_FLOATS (the caller zero-pads);
  * weights are row-major (in, out). Built by samplernn_kernel.py with the system compiler.
  */
@@ -47,6 +48,7 @@ typedef struct {
     const float *uniform;               /* (m, uniform_stride) in (0, 1], or NULL */
     int64_t uniform_stride;
     float inv_t;                        /* 1 / temperature */
+    float top_p;                        /* nucleus: 1 = off */
     float *logits;                      /* (batch, logits_stride) or NULL */
     int64_t logits_stride, logits_at;   /* logits of sample t0 start at logits_at */
     int64_t t0, m;                      /* samples t0 .. t0 + m - 1 */
@@ -130,12 +132,48 @@ static inline float hsum(vf v) {
     return s;
 }
 
-/* argmax (u == NULL), else the inverse CDF of softmax(l / T) at u in (0, 1]: the first
- * level whose cumulative mass reaches u * total. The cumulative sums are taken vector by
- * vector (each vector's mass, then a running sum of those), so the last running sum is
- * the total itself: never past the last level, and never a level of mass 0 (the level
- * drawn is one where the running sum grows to the target). l is overwritten. */
-static int64_t draw(float *l, int64_t q, int64_t qp, const float *u, float inv_t) {
+/* The nucleus of the masses e[0 .. qp) (>= 0, largest 1): every mass below the
+ * threshold tau zeroed, tau the largest float x whose "mass at least x", S(x), reaches
+ * top_p * total. That is the mass of the level that crosses top_p when the levels are
+ * summed most likely first (larger x: S stays below the target; x down to that mass: S
+ * reaches it), ties at it kept: models/draw.py's `nucleus`, found without a sort by
+ * bisection on the bit patterns of non-negative floats (ordered as the floats are), ~30
+ * passes over the levels. Returns the kept total; mass[] is refilled. */
+static float nucleus(float *e, int64_t qp, float *mass, float total, float top_p) {
+    const float need = top_p * total;
+    uint32_t lo = 0, hi = 0x3f800001u; /* S(0) = total >= need; S(above 1) = 0 < need */
+    while (hi - lo > 1) {
+        const uint32_t mid = lo + (hi - lo) / 2;
+        float x;
+        memcpy(&x, &mid, sizeof x);
+        vf s = {0};
+        for (int64_t v = 0; v < qp / VW; v++) {
+            vf ev = LD(e + v * VW);
+            s += (vf)((vi)ev & (ev >= x));
+        }
+        if (hsum(s) >= need) lo = mid;
+        else hi = mid;
+    }
+    float tau, kept = 0.f;
+    memcpy(&tau, &lo, sizeof tau);
+    for (int64_t v = 0; v < qp / VW; v++) {
+        vf ev = LD(e + v * VW);
+        ev = (vf)((vi)ev & (ev >= tau));
+        ST(e + v * VW, ev);
+        mass[v] = hsum(ev);
+        kept += mass[v];
+    }
+    return kept;
+}
+
+/* argmax (u == NULL), else the inverse CDF of softmax(l / T) (its nucleus when top_p < 1)
+ * at u in (0, 1]: the first level whose cumulative mass reaches u * total. The cumulative
+ * sums are taken vector by vector (each vector's mass, then a running sum of those), so
+ * the last running sum is the total itself: never past the last level, and never a level
+ * of mass 0 (the level drawn is one where the running sum grows to the target). l is
+ * overwritten. */
+static int64_t draw(float *l, int64_t q, int64_t qp, const float *u, float inv_t,
+                    float top_p) {
     if (!u) {
         int64_t best = 0;
         for (int64_t k = 1; k < q; k++)
@@ -152,6 +190,7 @@ static int64_t draw(float *l, int64_t q, int64_t qp, const float *u, float inv_t
         mass[v] = hsum(e);
         total += mass[v];
     }
+    if (top_p < 1.f) total = nucleus(l, qp, mass, total, top_p);
     const float target = *u * total;
     float run = 0.f;
     int64_t v = 0;
@@ -189,7 +228,7 @@ static void frame(const FrameArgs *a) {
                 memcpy(a->logits + b * a->logits_stride + a->logits_at + j * a->q, l,
                        a->q * sizeof(float));
             const float *u = a->uniform ? a->uniform + j * a->uniform_stride + b : NULL;
-            a->codes[b * a->codes_stride + t] = draw(l, a->q, Qp, u, a->inv_t);
+            a->codes[b * a->codes_stride + t] = draw(l, a->q, Qp, u, a->inv_t, a->top_p);
         }
     }
 }
