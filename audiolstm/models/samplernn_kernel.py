@@ -27,7 +27,7 @@ SOURCE = Path(__file__).with_suffix(".c")
 FLAGS = (["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
          ["-O3", "-march=native", "-fno-math-errno"], ["-O3", "-fno-math-errno"])
 
-_i64, _ptr, _f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+_i64, _ptr, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
 
 
 class FrameArgs(ctypes.Structure):
@@ -41,7 +41,7 @@ class FrameArgs(ctypes.Structure):
         ("w1", _ptr), ("b1", _ptr), ("w2", _ptr), ("b2", _ptr), ("w3", _ptr), ("b3", _ptr),
         ("scratch", _ptr),
         ("uniform", _ptr), ("uniform_stride", _i64),
-        ("inv_t", _f32), ("top_p", _f32),
+        ("inv_t", _f64), ("top_p", _f64),
         ("logits", _ptr), ("logits_stride", _i64), ("logits_at", _i64),
         ("t0", _i64), ("m", _i64),
     ]

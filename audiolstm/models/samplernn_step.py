@@ -245,7 +245,8 @@ class SampleLoop:
         bounds = [batch * g // groups for g in range(groups + 1)]
         (b1, w1), (b2, w2), (b3, w3) = self.mlp
         h2, qp = w1.shape[1], w3.shape[1]
-        self.scratch = self.table.new_empty(batch, width + 2 * h2 + qp)  # activations
+        # activations, and qp doubles (2 qp floats) a stream for the draw
+        self.scratch = self.table.new_empty(batch, width + 2 * h2 + 3 * qp)
         cond = self.cond.view(batch, fb, width)
         self.group_starts = bounds[:-1]
         return (samplernn_kernel.FrameArgs * groups)(*[samplernn_kernel.FrameArgs(
@@ -286,6 +287,7 @@ class SampleLoop:
         frame_logits = (self.table.new_empty(b, fb, q)
                         if loglik_out is not None and logits_out is None else None)
         uniform: Tensor | None = None
+        uniform64: Tensor | None = None
         block = max(fb, NOISE_BLOCK // b // fb * fb)  # whole frames of draws
         noise_at = start  # first sample the current block covers
         samples = _frame_samples()
@@ -314,12 +316,14 @@ class SampleLoop:
                     uniform = torch.rand(size, b, 1, generator=generator,  # in (0, 1]
                                          dtype=self.table.dtype, device=self.table.device)
                     uniform.neg_().add_(1.0)
+                    # the kernel reads float32 uniforms, the fallback the same in float64
+                    uniform64 = None if kernel else uniform.double()
                 if kernel:
                     self._kernel_frame(t, m, uniform, t - noise_at,
                                        i if frame_logits is None else 0)
                 else:
                     samples(buf, t, m, fb, self.table, self.offsets, self.rows, self.codes,
-                            w1, b1, w2, b2, w3, b3, *self.out, uniform, inv_t, top_p,
+                            w1, b1, w2, b2, w3, b3, *self.out, uniform64, inv_t, top_p,
                             noise_at, logits_out if frame_logits is None else frame_logits,
                             i if frame_logits is None else 0)
                 if loglik_out is not None:
@@ -364,9 +368,9 @@ def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets:
 
     Sample t's first layer is the sum of the rows `rows[t % fb]` of `table`: its fb codes
     (offset into their positions' blocks, written through `codes[t % fb]`) and its
-    conditioning row. The draw: `uniform` (one number per stream and sample, from sample
-    `noise_at` on) through the inverse CDF of softmax(logits · inv_t), its nucleus when
-    `top_p` < 1 (models/draw.py), or (None) the argmax. The logits of sample t0 + j go
+    conditioning row. The draw: `uniform` (one float64 number per stream and sample, from
+    sample `noise_at` on) through the inverse CDF of softmax(logits · inv_t) in float64,
+    its nucleus when `top_p` < 1 (models/draw.py), or (None) the argmax. The logits of sample t0 + j go
     to `logits_out[:, i0 + j]` when given. Written for TorchScript: typed, no closures.
     """
     b = buf.shape[0]
@@ -380,8 +384,8 @@ def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets:
         x = torch.addmm(b3, x.relu_(), w3, out=o3)
         if logits_out is not None:
             logits_out[:, i0 + j] = x
-        if uniform is not None:
-            probs = torch.softmax(x.mul_(inv_t), dim=1)
+        if uniform is not None:  # in float64, as the kernel (samplernn_kernel.c: why)
+            probs = torch.softmax(x.double().mul_(inv_t), dim=1)
             if top_p < 1.0:
                 probs = nucleus(probs, top_p)
             buf[:, t] = inverse_cdf(probs, uniform[t - noise_at])[:, 0]
