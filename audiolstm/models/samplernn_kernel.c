@@ -104,8 +104,8 @@ static void dense(float *x, int64_t batch, int64_t in, const float *w, int64_t o
 /* The draw is computed in double: float32 masses and running sums (and torch's
  * float32 softmax and cumsum in the fallback loop) round differently, and a draw whose
  * uniform falls within that rounding of a level's edge picks different levels in the two
- * loops (measured: once in ~10^5 draws in float32). In double the loops part only where
- * their float32 logits do (~1e-7 of the draws; bench/RESULTS.md). */
+ * loops (measured at small logits: ~4e-6 of the draws). In double the loops part only
+ * where their float32 logits do (~1e-7 of the draws there; bench/RESULTS.md). */
 #define VD (VW / 2)
 typedef double vd __attribute__((vector_size(VW * 4), aligned(8)));
 typedef int64_t vl __attribute__((vector_size(VW * 4), aligned(8)));

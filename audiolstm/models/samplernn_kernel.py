@@ -5,7 +5,9 @@ Why compiled at run time, by the system C compiler, into a temporary file: the s
 is no wheel to ship per platform, nothing to install, and no cache to go stale on another
 CPU (`-march=native` fits the machine that runs it). Where no compiler works (`CC`, else
 `cc`), `load()` logs one line and returns None, and generation runs the TorchScript loop
-(`samplernn_step.frame_samples`): the same draws from the same distribution, ~3x slower.
+(`samplernn_step.frame_samples`): the same draw rule (models/draw.py) on the same
+uniforms, so the same codes from the same seed (to float32 rounding of the logits), 1.5-3x
+slower.
 """
 
 from __future__ import annotations
