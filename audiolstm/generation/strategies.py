@@ -69,11 +69,12 @@ GREEDY = Sampling()
 class FrameLikelihood:
     """Each stream's log-probability of the frames its head drew, under the model's own
     distribution (temperature 1, no truncation, whatever the sampling used), summed
-    over the generated samples: what ranks candidates (generation/candidates.py).
+    over every value of every frame drawn (with overlapping frames, the overlaps too):
+    what ranks candidates (generation/candidates.py).
 
-    `gaussian`: the density of the normalised values (nats per normalised unit; its
-    scale cancels between candidates of one model); `logistic_mixture`: the probability
-    of the cell each value fell in. The mse head has no distribution.
+    `gaussian`: the density of the normalised values (nats; the units' constant is the
+    same for every candidate of one model); `logistic_mixture`: the probability of the
+    cell each value fell in. The mse head has no distribution.
     """
 
     def __init__(self, model: AudioRNN) -> None:
