@@ -16,7 +16,12 @@ loop timed alone on the same tensors, the rest being Python and the loop itself.
 The machine is shared: every number is the best of `--repeats` runs, and the load
 average is printed with the results.
 
-    python bench/bench_generate.py [--write] [--only frame|samplernn]
+Generation controls (issue 22, `--only controls`): SampleRNN's µs per sample step with
+nucleus sampling and with the candidates' log-likelihood, in the C kernel and in the
+fallback loop, interleaved; the logistic mixture head's nucleus sampling per frame; and
+how long the kernel and the fallback draw the same codes from the same seed.
+
+    python bench/bench_generate.py [--write] [--only frame|samplernn|controls]
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from _common import machine, write_section
 from torch import Tensor
 
 from audiolstm.generation.strategies import generate_frames
-from audiolstm.models import samplernn_kernel, samplernn_step
+from audiolstm.models import draw, samplernn_kernel, samplernn_step
 from audiolstm.models.base import cpu_backend
 from audiolstm.models.frame_rnn import AudioRNN
+from audiolstm.models.heads import LogisticMixtureHead
 from audiolstm.models.samplernn import SampleRNN
-from audiolstm.models.samplernn_step import SampleLoop, gumbel, torch_threads
+from audiolstm.models.samplernn_step import SampleLoop, torch_threads
 
 SR, X_LEN = 16000, 2000
 
@@ -198,7 +204,7 @@ def budget_kernel(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
     fb = loop.fb
     buf = torch.randint(loop.q, (b, 64))
     uniform = torch.rand(fb, b, 1)
-    loop._bind(buf, 1.0, None)
+    loop._bind(buf, 1.0, 1.0, None)
     block = max(fb, samplernn_step.NOISE_BLOCK // b // fb * fb)
     parts = {
         "kernel: first layer, 3 layers, argmax (a frame / 16)": lambda: loop._kernel_frame(
@@ -221,14 +227,9 @@ def budget_kernel(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
 
 
 def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
-    """µs per sample of each part of SampleLoop.run's TorchScript loop, timed alone (the
-    draw the loop picks for this batch size: Gumbel-max for few streams, the inverse CDF
-    for many)."""
-    samplernn_kernel.ENABLED = False
-    try:
-        loop = SampleLoop(model, b)
-    finally:
-        samplernn_kernel.ENABLED = True
+    """µs per sample of each part of SampleLoop.run's TorchScript loop, timed alone (its
+    draw is the kernel's: the inverse CDF from one uniform per stream and sample)."""
+    loop = SampleLoop(model, b, kernel=False)
     loop.set_state([None] * len(model.tiers))
     fb, q = loop.fb, loop.q
     buf = torch.randint(q, (b, 64))
@@ -237,7 +238,6 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
     uniform = torch.rand(b, 1)
     tier = loop.tiers[-1]
     (b1, w1), (b2, w2), (b3, w3) = loop.mlp
-    gumbel_draw = b * q <= samplernn_step.GUMBEL_MAX_DRAWS
 
     def first() -> None:
         torch.add(buf[:, 10 : 10 + fb], loop.offsets, out=loop.codes[3])
@@ -250,30 +250,16 @@ def budget_after(model: SampleRNN, b: int, repeats: int) -> dict[str, float]:
         y = torch.addmm(b2, y.relu_(), w2, out=o2)
         torch.addmm(b3, y.relu_(), w3, out=o3)
 
-    def argmax() -> None:
-        torch.argmax(logits, 1, False, out=buf[:, 40])
-
     def inverse_cdf() -> None:
-        cdf = torch.softmax(logits, dim=1).cumsum_(1)
-        buf[:, 40] = torch.searchsorted(cdf, uniform * cdf[:, -1:])[:, 0]
+        buf[:, 40] = draw.inverse_cdf(torch.softmax(logits, dim=1), uniform)[:, 0]
 
-    per_step = b * q if gumbel_draw else b
-    block = max(fb, samplernn_step.NOISE_BLOCK // per_step // fb * fb)
-
-    def noise() -> None:
-        if gumbel_draw:
-            gumbel(block, b, q, 1.0, None, loop.table).add_(b3)
-        else:
-            torch.rand(block, b, 1).neg_().add_(1.0)
-
+    block = max(fb, samplernn_step.NOISE_BLOCK // b // fb * fb)
     parts = {  # (timed eagerly: under TorchScript each costs less, the rest shrinks)
         "first layer: gather F code rows + 1 conditioning row, sum": first,
         "3 × (ReLU, addmm into a buffer), weights (in, out) contiguous": mlp,
-        ("draw: argmax into the codes (Gumbel noise is the last bias)" if gumbel_draw
-         else "draw: softmax, cumsum, searchsorted (inverse CDF)"):
-            argmax if gumbel_draw else inverse_cdf,
-        (f"{'Gumbel noise + last bias' if gumbel_draw else 'uniforms'}, drawn {block} "
-         "samples at a time"): noise,
+        "draw: softmax, cumsum, searchsorted (inverse CDF)": inverse_cdf,
+        f"uniforms, drawn {block} samples at a time": lambda: torch.rand(
+            block, b, 1).neg_().add_(1.0),
         f"frame tier (one fused LSTM step + up-projection, 1/{fb} of it)": lambda: tier.step(
             buf[:, 10 : 10 + fb], None, out=loop.cond),
     }
@@ -349,6 +335,90 @@ def samplernn_section(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def controls_section(args: argparse.Namespace) -> str:
+    """Nucleus sampling and the log-likelihood: their cost in both SampleRNN loops and in
+    the mixture head, and the kernel/fallback agreement (first differing code)."""
+    at = load()
+    torch.manual_seed(0)
+    model = SampleRNN(frame_sizes=[16]).eval()
+    variants = {  # name: (kernel, generate's keyword arguments)
+        "kernel": (True, {}),
+        "kernel, top_p = 0.9": (True, {"top_p": 0.9}),
+        "kernel, log-likelihood": (True, {"return_log_likelihood": True}),
+        "fallback": (False, {}),
+        "fallback, top_p = 0.9": (False, {"top_p": 0.9}),
+        "fallback, log-likelihood": (False, {"return_log_likelihood": True}),
+    }
+    rows = ["| streams | loop | µs per step (best) | median | × real time (best) |",
+            "|---|---|---|---|---|"]
+    for b in (1, 16):
+        seed = torch.rand(b, 1600) * 2 - 1
+        n = args.samples // (1 if b == 1 else 4)
+
+        def generate(k: int, kernel: bool, kw: dict, seed: Tensor = seed) -> None:
+            samplernn_kernel.ENABLED = kernel
+            try:
+                model.generate(seed, k, generator=torch.Generator().manual_seed(0), **kw)
+            finally:
+                samplernn_kernel.ENABLED = True
+
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for kernel, kw in variants.values():
+            generate(64, kernel, kw)
+        for _ in range(args.repeats):  # interleaved: the machine's load hits all alike
+            for name, (kernel, kw) in variants.items():
+                none = timed(lambda kernel=kernel, kw=kw: generate(0, kernel, kw))
+                full = timed(lambda kernel=kernel, kw=kw, n=n: generate(n, kernel, kw))
+                times[name].append((full - none) / n)
+        for name, ts in times.items():
+            ts.sort()
+            rows.append(f"| {b} | {name} | {1e6 * ts[0]:.1f} | {1e6 * ts[len(ts) // 2]:.1f} | "
+                        f"{b / ts[0] / SR:.2f}× |")
+            print(rows[-1], flush=True)
+
+    head = LogisticMixtureHead(hidden=8, dim=X_LEN, components=5, bins=256)
+    params = head(torch.randn(1, 1, 8))
+    mix = ["| mixture head (D = 2000, 5 components, 256 cells), one frame | ms (best) |",
+           "|---|---|"]
+    with torch.inference_mode():
+        for label, top_p in (("plain sampling", 1.0), ("top_p = 0.9", 0.9)):
+            per = best_per_call(lambda t=top_p: head.sample(params, 1.0, None, top_p=t), 5,
+                                args.repeats)
+            mix.append(f"| {label} | {1e3 * per:.2f} ({X_LEN / SR / per:.0f}× real time) |")
+            print(mix[-1], flush=True)
+
+    agree = ["| logits (weights × gain) | top_p | draws compared | streams that parted | "
+             "first differing sample |", "|---|---|---|---|---|"]
+    n, b = args.agree_samples, 8
+    for gain in (1.0, 3.0):
+        torch.manual_seed(0)
+        lively = SampleRNN(frame_sizes=[16]).eval()
+        with torch.no_grad():
+            for p in lively.parameters():
+                p.mul_(gain)
+        seed = torch.rand(b, 1600) * 2 - 1
+        for top_p in (1.0, 0.9):
+            codes = []
+            for kernel in (True, False):
+                samplernn_kernel.ENABLED = kernel
+                codes.append(lively.quantize(lively.generate(
+                    seed, n, generator=torch.Generator().manual_seed(1), top_p=top_p)))
+            samplernn_kernel.ENABLED = True
+            firsts = [int(d[0]) for d in ((codes[0][i] != codes[1][i]).nonzero()[:, 0]
+                                          for i in range(b)) if len(d)]
+            agree.append(f"| × {gain:g} | {top_p:g} | {b} × {n:,} | {len(firsts)} | "
+                         f"{', '.join(f'{f:,}' for f in sorted(firsts)) or '–'} |")
+            print(agree[-1], flush=True)
+    return (f"Machine: {machine()}; {at} when the runs started; clock: {CLOCK.__name__}. "
+            "samplernn_2tier defaults (H = 256, 256 levels), random weights, temperature 1; "
+            f"per step = (time for n samples − time for none) / n, the variants interleaved, "
+            f"{args.repeats} rounds. C kernel built with `{samplernn_kernel.load().flags}`."
+            "\n\n" + "\n".join(rows) + "\n\n" + "\n".join(mix)
+            + "\n\nThe C kernel and the fallback loop from the same seed (8 streams): the "
+            "first sample where their codes differ, per stream that parted.\n\n"
+            + "\n".join(agree))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
@@ -356,7 +426,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=40)
     ap.add_argument("--samples", type=int, default=16000, help="SampleRNN samples per run")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--only", choices=["frame", "samplernn"])
+    ap.add_argument("--only", choices=["frame", "samplernn", "controls"])
+    ap.add_argument("--agree-samples", type=int, default=20000,
+                    help="samples per stream for the kernel/fallback agreement")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: process CPU time with one torch thread (a shared machine)")
     ap.add_argument("--write", action="store_true")
@@ -365,16 +437,21 @@ def main() -> None:
         global CLOCK
         CLOCK = time.process_time
         torch.set_num_threads(1)
-    if args.only != "samplernn":
+    if args.only in (None, "frame"):
         body = frame_section(args)
         print(body)
         if args.write:
             write_section("Generation speed (CPU)", body)
-    if args.only != "frame":
+    if args.only in (None, "samplernn"):
         body = samplernn_section(args)
         print(body)
         if args.write:
             write_section("SampleRNN generation speed (CPU)", body)
+    if args.only in (None, "controls"):
+        body = controls_section(args)
+        print(body)
+        if args.write:
+            write_section("Generation controls: top_p, candidates' likelihood (CPU)", body)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """The continuation pipeline: a seed at the original scale -> a model -> audio -> files.
 
-`continue_audio` dispatches on the model's type (`functools.singledispatch`): a frame
+`continue_streams` dispatches on the model's type (`functools.singledispatch`): a frame
 model (`AudioRNN`) is fed normalised, encoded frames through a strategy and its frames
 are rebuilt into audio; a sample model (`SampleRNN`) continues the normalised samples
 with its own `generate`. Both come back at the original scale, with the generation
-metrics. `run` is the `generate.py` job.
+metrics, one `Continuation` per stream (`streams` continuations of one seed drawn as a
+batch: the candidates of generation/candidates.py); `continue_audio` is one stream.
+`run` is the `generate.py` job.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,15 @@ from audiolstm.data.state import DataState
 from audiolstm.errors import UserError
 from audiolstm.evaluation.metrics import generation_metrics
 from audiolstm.evaluation.plots import plot_generation
+from audiolstm.generation.candidates import Controls, check_controls, rank_order, score_values
 from audiolstm.generation.reconstruction import frame_signal, frames_to_audio, resolve_deticking
-from audiolstm.generation.strategies import GREEDY, STRATEGIES, Sampling, generate_frames
+from audiolstm.generation.strategies import (
+    GREEDY,
+    STRATEGIES,
+    FrameLikelihood,
+    Sampling,
+    generate_frames,
+)
 from audiolstm.models.base import AudioModel, ProgressFn
 from audiolstm.models.checkpoints import model_from_checkpoint
 from audiolstm.models.frame_rnn import AudioRNN
@@ -41,15 +50,17 @@ class Continuation:
     audio: np.ndarray  # seed + generated, original scale
     seed_len: int
     sample_rate: int
-    wall_seconds: float
+    wall_seconds: float  # of the whole batch of streams it was drawn in
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: mean log-probability per generated sample under the model's own distribution
+    #: (nats; generation/candidates.py), when asked for
+    log_likelihood: float | None = None
 
     @property
     def generated(self) -> np.ndarray:
         return self.audio[self.seed_len :]
 
 
-@functools.singledispatch
 def continue_audio(model: AudioModel, state: DataState, seed_audio: np.ndarray, split: str,
                    seconds: float, strategy: str = "stateful", window: int | None = None,
                    deticking: str = "auto", crossfade: int = 64,
@@ -61,15 +72,28 @@ def continue_audio(model: AudioModel, state: DataState, seed_audio: np.ndarray, 
     (its `split` affine map is used) and the representation. `strategy`, `window`,
     `deticking` and `crossfade` apply to frame models only.
     """
+    return continue_streams(model, state, seed_audio, split, seconds, strategy, window,
+                            deticking, crossfade, progress, sampling)[0]
+
+
+@functools.singledispatch
+def continue_streams(model: AudioModel, state: DataState, seed_audio: np.ndarray, split: str,
+                     seconds: float, strategy: str = "stateful", window: int | None = None,
+                     deticking: str = "auto", crossfade: int = 64,
+                     progress: ProgressFn | None = None, sampling: Sampling = GREEDY,
+                     streams: int = 1, likelihood: bool = False) -> list[Continuation]:
+    """`continue_audio` for `streams` continuations of one seed, drawn as one batch
+    (independent draws from `sampling.generator`); `likelihood`: each with its
+    `log_likelihood` (models with a distribution only)."""
     raise TypeError(f"no generation path for {type(model).__name__}")
 
 
-@continue_audio.register
+@continue_streams.register
 def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, split: str,
                      seconds: float, strategy: str = "stateful", window: int | None = None,
                      deticking: str = "auto", crossfade: int = 64,
-                     progress: ProgressFn | None = None,
-                     sampling: Sampling = GREEDY) -> Continuation:
+                     progress: ProgressFn | None = None, sampling: Sampling = GREEDY,
+                     streams: int = 1, likelihood: bool = False) -> list[Continuation]:
     """Frames: normalise + encode the seed's frames, run a strategy, decode, rebuild audio."""
     sr, x_len, hop = state.sample_rate, state.x_len, state.step
     norm, rep = state.normalizer(), state.representation()
@@ -82,27 +106,33 @@ def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     feats = rep.encode(torch.as_tensor(norm.transform(seed_frames, split), dtype=torch.float32))
+    meter = FrameLikelihood(model) if likelihood else None
     t0 = time.perf_counter()
-    gen = generate_frames(model, feats.to(device=device, dtype=dtype), n_new, strategy, window,
-                          progress, sampling)
+    gen = generate_frames(model, feats.to(device=device, dtype=dtype).expand(streams, -1, -1),
+                          n_new, strategy, window, progress, sampling, meter)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    gen_time = norm.inverse(rep.decode(gen.float().cpu()).numpy(), split)
-    audio, seed_len = frames_to_audio(seed_frames, np.asarray(gen_time, np.float32), hop, mode,
-                                      crossfade)
-    audio = audio[: seed_len + int(round(seconds * sr))]
-    cont = Continuation(audio=audio, seed_len=seed_len, sample_rate=sr, wall_seconds=wall)
-    cont.metrics = generation_metrics(audio[:seed_len], cont.generated, sr, hop, wall)
-    return cont
+    conts = []
+    for b in range(streams):
+        gen_time = norm.inverse(rep.decode(gen[b].float().cpu()).numpy(), split)
+        audio, seed_len = frames_to_audio(seed_frames, np.asarray(gen_time, np.float32), hop,
+                                          mode, crossfade)
+        audio = audio[: seed_len + int(round(seconds * sr))]
+        cont = Continuation(audio=audio, seed_len=seed_len, sample_rate=sr, wall_seconds=wall)
+        cont.metrics = generation_metrics(audio[:seed_len], cont.generated, sr, hop, wall)
+        conts.append(cont)
+    if meter is not None:
+        _set_likelihood(conts, meter.mean())
+    return conts
 
 
-@continue_audio.register
+@continue_streams.register
 def _continue_samples(model: SampleRNN, state: DataState, seed_audio: np.ndarray, split: str,
                       seconds: float, strategy: str = "stateful", window: int | None = None,
                       deticking: str = "auto", crossfade: int = 64,
-                      progress: ProgressFn | None = None,
-                      sampling: Sampling = GREEDY) -> Continuation:
+                      progress: ProgressFn | None = None, sampling: Sampling = GREEDY,
+                      streams: int = 1, likelihood: bool = False) -> list[Continuation]:
     """Samples: warm the tiers on the seed, then sample by sample (see samplernn.py)."""
     sr = state.sample_rate
     device = next(model.parameters()).device
@@ -111,20 +141,35 @@ def _continue_samples(model: SampleRNN, state: DataState, seed_audio: np.ndarray
     # map, whatever split the seed is from (they differ under norm=minmax_union only).
     shift, scale = model.affine("train")
     seed = torch.as_tensor((np.asarray(seed_audio, np.float64) - shift) / scale,
-                           dtype=torch.float32, device=device)[None]
+                           dtype=torch.float32, device=device)[None].expand(streams, -1)
     n = max(1, int(round(seconds * sr)))
     t0 = time.perf_counter()
     gen = model.generate(seed, n, temperature=sampling.temperature,
-                         generator=sampling.generator, progress=progress)
+                         generator=sampling.generator, progress=progress,
+                         top_p=sampling.top_p, return_log_likelihood=likelihood)
+    gen, loglik = gen if likelihood else (gen, None)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    generated = np.asarray(gen[0].double().cpu().numpy() * scale + shift, np.float32)
-    audio = np.concatenate([np.asarray(seed_audio, np.float32), generated])
-    cont = Continuation(audio=audio, seed_len=len(seed_audio), sample_rate=sr, wall_seconds=wall)
-    cont.metrics = generation_metrics(audio[: len(seed_audio)], generated, sr, model.lookback,
-                                      wall)
-    return cont
+    conts = []
+    for b in range(streams):
+        generated = np.asarray(gen[b].double().cpu().numpy() * scale + shift, np.float32)
+        audio = np.concatenate([np.asarray(seed_audio, np.float32), generated])
+        cont = Continuation(audio=audio, seed_len=len(seed_audio), sample_rate=sr,
+                            wall_seconds=wall)
+        cont.metrics = generation_metrics(audio[: len(seed_audio)], generated, sr,
+                                          model.lookback, wall)
+        conts.append(cont)
+    if loglik is not None:
+        _set_likelihood(conts, loglik)
+    return conts
+
+
+def _set_likelihood(conts: list[Continuation], mean: torch.Tensor) -> None:
+    """Each stream's mean log-likelihood (nats per sample), on it and in its metrics."""
+    for cont, value in zip(conts, mean.tolist(), strict=True):
+        cont.log_likelihood = float(value)
+        cont.metrics["log_likelihood"] = float(value)
 
 
 def pick_seed(signal: np.ndarray, sample_rate: int, seconds: float, start_seconds: float | None,
@@ -146,8 +191,10 @@ def pick_seed(signal: np.ndarray, sample_rate: int, seconds: float, start_second
     return np.asarray(signal[start : start + n], dtype=np.float32), start / sample_rate
 
 
-def write_outputs(cont: Continuation, out_dir, stem: str, settings: dict[str, Any]) -> dict:
-    """<stem>.wav (original rate and scale), <stem>.png (waveform + spectrogram), <stem>.json."""
+def write_outputs(cont: Continuation, out_dir, stem: str, settings: dict[str, Any],
+                  extra: dict[str, Any] | None = None) -> dict:
+    """<stem>.wav (original rate and scale), <stem>.png (waveform + spectrogram), <stem>.json
+    (`extra`: more top-level entries of the JSON)."""
     out = Path(out_dir)
     write_wav(out / f"{stem}.wav", cont.audio, cont.sample_rate)
     plot_generation(out / f"{stem}.png", cont.audio, cont.sample_rate, cont.seed_len,
@@ -155,7 +202,7 @@ def write_outputs(cont: Continuation, out_dir, stem: str, settings: dict[str, An
                           f"(tick {cont.metrics.get('tick_score', float('nan')):.2f}, "
                           f"RMS ratio {cont.metrics.get('rms_ratio', float('nan')):.2f})")
     record = {"settings": settings, "metrics": cont.metrics,
-              "files": {"wav": f"{stem}.wav", "png": f"{stem}.png"}}
+              "files": {"wav": f"{stem}.wav", "png": f"{stem}.png"}} | (extra or {})
     write_json(out / f"{stem}.json", record)
     return record
 
@@ -182,6 +229,8 @@ def run(cfg) -> dict[str, Any]:
         raise UserError(f"seconds={cfg.seconds!r} must be > 0")
     device = _device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt_path, "ckpt_path", map_location=str(device))
+    controls = check_controls(cfg.top_p, cfg.candidates, cfg.keep, cfg.rank, cfg.temperature,
+                              cfg.feedback_noise, model)
     state = model.data_state
     sr = state.sample_rate
     s = cfg.seed
@@ -200,12 +249,21 @@ def run(cfg) -> dict[str, Any]:
     if cfg.temperature < 0 or cfg.feedback_noise < 0:
         raise UserError("temperature and feedback_noise must be >= 0")
     sampling = Sampling(cfg.temperature, cfg.feedback_noise,
-                        torch.Generator(device=device).manual_seed(int(s.seed)))
-    torch.manual_seed(int(s.seed))  # the heads' sampling draws from the global generator
+                        torch.Generator(device=device).manual_seed(int(s.seed)), controls.top_p)
     bar = _progress_bar(cfg.progress)
     with bar as update:
-        cont = continue_audio(model, state, seed_audio, split, cfg.seconds, cfg.strategy,
-                              cfg.window, cfg.deticking, cfg.crossfade, update, sampling)
+        conts = continue_streams(model, state, seed_audio, split, cfg.seconds, cfg.strategy,
+                                 cfg.window, cfg.deticking, cfg.crossfade, update, sampling,
+                                 controls.candidates,
+                                 controls.candidates > 1 and controls.rank == "likelihood")
+
+    def held_out() -> np.ndarray:  # the score's reference: the checkpoint's test split
+        data = AudioDataModule.from_data_state(state, cache_dir=cfg.paths.cache_dir)
+        data.setup()
+        return data.splits["test"]
+
+    order = _rank(conts, controls, held_out, cfg.seconds, int(s.seed))
+    cont = conts[order[0]]
     settings = {
         "ckpt_path": str(cfg.ckpt_path), "strategy": cfg.strategy, "window": cfg.window,
         "deticking": resolve_deticking(cfg.deticking, state.step, state.x_len),
@@ -214,13 +272,49 @@ def run(cfg) -> dict[str, Any]:
         "temperature": cfg.temperature, "feedback_noise": cfg.feedback_noise,
         "head": model.hparams.get("head", "mse"),
     }
+    settings |= controls.settings()
     out_dir = Path(cfg.paths.output_dir)
-    record = write_outputs(cont, out_dir, "generated", settings)
+    record = _write_kept(conts, order, controls, out_dir, settings)
     m = cont.metrics
     print(f"generated {cfg.seconds:g} s ({cfg.strategy}) in {cont.wall_seconds:.2f} s "
           f"= {m['real_time_factor']:.1f}x real time; tick score {m['tick_score']:.3f}, "
           f"RMS ratio {m['rms_ratio']:.3f}\noutputs: {out_dir}", flush=True)
     return record
+
+
+def _rank(conts: list[Continuation], controls: Controls, held_out: Callable[[], np.ndarray],
+          seconds: float, seed: int) -> list[int]:
+    """Candidate indices, best first, by `controls.rank` (generation/candidates.py); the
+    audio scores, when they rank, go into each candidate's metrics."""
+    if len(conts) == 1:
+        return [0]
+    if controls.rank == "score":
+        scores = score_values([c.generated for c in conts], held_out, conts[0].sample_rate,
+                              seconds, seed)
+        for cont, score in zip(conts, scores, strict=True):
+            cont.metrics |= score
+        return rank_order([score["audio_score"] for score in scores])
+    return rank_order([c.log_likelihood for c in conts])
+
+
+def _write_kept(conts: list[Continuation], order: list[int], controls: Controls,
+                out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The best `controls.keep` candidates: generated.* (the best), generated_2.*, … each
+    JSON with the table of all candidates (drawn index, rank, value ranked by, file);
+    one continuation: generated.* alone, as ever. Returns the best one's record."""
+    if len(conts) == 1:
+        return write_outputs(conts[0], out_dir, "generated", settings)
+    key = "log_likelihood" if controls.rank == "likelihood" else "audio_score"
+    stems = {i: "generated" if r == 0 else f"generated_{r + 1}"
+             for r, i in enumerate(order[: controls.keep])}
+    table = [{"candidate": i, "rank": r + 1, key: conts[i].metrics.get(key),
+              "wav": f"{stems[i]}.wav" if i in stems else None} for r, i in enumerate(order)]
+    records = []
+    for r, i in enumerate(order[: controls.keep]):
+        conts[i].metrics |= {"candidate": i, "candidate_rank": r + 1}
+        records.append(write_outputs(conts[i], out_dir, stems[i], settings,
+                                     {"candidates": table}))
+    return records[0]
 
 
 @contextlib.contextmanager

@@ -208,11 +208,19 @@ class AudioRNN(AudioModel):
         `stepper(state).step(x)` equals `self(x, state)[0]` and carries the state."""
         return FrameStepper(self, state, batch)
 
-    def next_frame(self, out: Tensor, temperature: float = 0.0) -> Tensor:
-        """A frame to feed back: the mean (temperature 0) or a sample of the head."""
+    def next_frame(self, out: Tensor, temperature: float = 0.0,
+                   generator: torch.Generator | None = None, top_p: float = 1.0) -> Tensor:
+        """A frame to feed back: the mean (temperature 0) or a sample of the head, drawn
+        from `generator` (None: the global one); `top_p` < 1: from the nucleus of the
+        logistic mixture's cells (heads.py), which the other heads do not have."""
+        if top_p < 1.0 and self.hparams.head != "logistic_mixture":
+            raise ValueError(f"top_p={top_p} needs a discrete head (logistic_mixture), "
+                             f"not head={self.hparams.head}")
         if self.hparams.head == "mse" or temperature == 0:
             return self.head.mean(out)
-        return self.head.sample(out, temperature)
+        if top_p < 1.0:
+            return self.head.sample(out, temperature, generator, top_p=top_p)
+        return self.head.sample(out, temperature, generator)
 
     def _scheduled_inputs(self, x: Tensor) -> Tensor:
         """Replace input frames by the model's own predictions with probability p."""

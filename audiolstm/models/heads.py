@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiolstm.evaluation.likelihood import linear_pieces
+from audiolstm.models.draw import check_top_p, inverse_cdf, nucleus
 
 __all__ = ["GaussianHead", "LogisticMixtureHead"]
 
@@ -315,7 +316,7 @@ class LogisticMixtureHead(nn.Module):
 
     def sample(
         self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
-        grid: tuple[float, float] | None = None,
+        grid: tuple[float, float] | None = None, top_p: float = 1.0,
     ) -> Tensor:
         """Draw one value per sample, clamped to `[lo, hi]` (continuous, not snapped to cells).
 
@@ -323,13 +324,23 @@ class LogisticMixtureHead(nn.Module):
         value from its logistic with scale `T·s`: lowering T both sharpens the component
         choice and shrinks the noise. T = 0 is the deterministic argmax path: the mean of
         the most likely component.
+
+        `top_p` < 1 is nucleus sampling over the *cells*, the head's discrete outcomes: the
+        cell is drawn from the nucleus (models/draw.py) of that tempered mixture's cell
+        probabilities, then the value inside the cell from the tempered mixture restricted
+        to it (`_sample_cells`). So the cells the values fall in follow the truncated,
+        renormalised cell distribution exactly. `top_p` = 1 is the draw above, unchanged.
         """
         temperature = _check_temperature(temperature)
+        top_p = check_top_p(top_p)
         lo, hi = self._grid(grid)
         logits, means, log_scales = self._split(params)
         if temperature == 0.0:
             idx = logits.argmax(dim=-1, keepdim=True)
             return means.gather(-1, idx).squeeze(-1).clamp(lo, hi)
+        if top_p < 1.0:
+            return self._sample_cells(logits, means, log_scales, temperature, top_p,
+                                      generator, (lo, hi))
         u = torch.rand(logits.shape, generator=generator, device=logits.device,
                        dtype=logits.dtype)
         gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
@@ -340,3 +351,53 @@ class LogisticMixtureHead(nn.Module):
         v = v.clamp(1e-5, 1.0 - 1e-5)
         noise = torch.log(v) - torch.log1p(-v)  # standard logistic
         return (mu + temperature * s * noise).clamp(lo, hi)
+
+    def _sample_cells(self, logits: Tensor, means: Tensor, log_scales: Tensor,
+                      temperature: float, top_p: float, generator: torch.Generator | None,
+                      grid: tuple[float, float]) -> Tensor:
+        """Nucleus sampling of the tempered mixture (weights softmax(logits / T), scales
+        T·s) over its cells, in float64, three uniforms per value:
+
+        1. the cell: its mass is the mixture CDF's difference across it (Σ πⱼ σ((e − μⱼ)/sⱼ)
+           at the bins − 1 inner edges; the edge cells open to ±∞): the nucleus of those
+           masses, then the inverse CDF. Absolute errors ~1e-16 (the differences lose
+           *relative* digits in the tails, where no nucleus reaches);
+        2. a component in proportion to πⱼ × its mass in the cell (inverse CDF);
+        3. the value: that logistic's inverse CDF at a uniform point between its CDF at the
+           cell's edges, kept inside the cell (1/1024 of a cell from an inner edge, for
+           rounding) and inside `[lo, hi]` as every sample is.
+
+        Work per value: (bins − 1) × K sigmoids, rows processed in chunks of ~4M of them.
+        """
+        lo, hi = grid
+        k_comp, bins = self.components, self.bins
+        dev, f64 = means.device, torch.float64
+        out_shape, out_dtype = means.shape[:-1], means.dtype
+        pi = torch.softmax(logits.to(f64) / max(temperature, 1e-5), dim=-1).reshape(-1, k_comp)
+        mu = means.to(f64).reshape(-1, k_comp)
+        scale = (log_scales.to(f64).exp() * temperature).reshape(-1, k_comp)
+        n = mu.shape[0]
+        width = (hi - lo) / bins
+        inner = lo + width * torch.arange(1, bins, device=dev, dtype=f64)  # bins − 1 edges
+        u = 1.0 - torch.rand(3, n, 1, generator=generator, device=dev, dtype=f64)  # (0, 1]
+        cell = torch.empty(n, dtype=torch.long, device=dev)
+        chunk = max(1, (1 << 22) // (bins * k_comp))
+        for r in range(0, n, chunk):
+            rows = slice(r, r + chunk)
+            cdf = torch.sigmoid((inner[:, None] - mu[rows, None]) / scale[rows, None])
+            mix = (cdf * pi[rows, None]).sum(-1)  # the mixture's CDF at the inner edges
+            mix = F.pad(F.pad(mix, (1, 0), value=0.0), (0, 1), value=1.0)
+            mass = (mix[:, 1:] - mix[:, :-1]).clamp_(min=0.0)
+            cell[rows] = inverse_cdf(nucleus(mass, top_p), u[0, rows])[:, 0]
+        # the cell's edges (−∞ / +∞ for the edge cells) and each component's CDF there
+        a = torch.where(cell > 0, lo + width * cell.to(f64), -math.inf)[:, None]
+        b = torch.where(cell < bins - 1, lo + width * (cell + 1).to(f64), math.inf)[:, None]
+        fa, fb = torch.sigmoid((a - mu) / scale), torch.sigmoid((b - mu) / scale)
+        j = inverse_cdf(pi * (fb - fa), u[1])
+        fa, fb = fa.gather(1, j)[:, 0], fb.gather(1, j)[:, 0]
+        v = (fa + (fb - fa) * u[2, :, 0]).clamp(1e-300, 1.0 - 1e-16)
+        x = mu.gather(1, j)[:, 0] + scale.gather(1, j)[:, 0] * (torch.log(v) - torch.log1p(-v))
+        margin = width / 1024
+        low = torch.where(cell > 0, a[:, 0] + margin, lo)
+        high = torch.where(cell < bins - 1, b[:, 0] - margin, hi)
+        return torch.minimum(torch.maximum(x, low), high).to(out_dtype).reshape(out_shape)

@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from audiolstm.errors import UserError
 from audiolstm.evaluation.likelihood import LN2, discrete_log_prob, spread_matrix
 from audiolstm.models.base import AudioModel, ProgressFn, State, cpu_backend, run_chunks
+from audiolstm.models.draw import check_top_p
 from audiolstm.models.quantize import cell_edges, dequantize, quantize
 from audiolstm.models.samplernn_step import SampleLoop
 
@@ -332,21 +333,31 @@ class SampleRNN(AudioModel):
     def generate(self, seed: Tensor, n_samples: int, temperature: float = 1.0,
                  generator: torch.Generator | None = None,
                  progress: ProgressFn | None = None,
-                 return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                 return_logits: bool = False, top_p: float = 1.0,
+                 return_log_likelihood: bool = False) -> Tensor | tuple[Tensor, ...]:
         """Continue B seeds (B, S) of normalised samples by `n_samples` -> (B, n_samples).
 
         The seed is cut to its last `S - S mod F_0` samples; all tiers are warmed on it
         in one pass, then each sample is drawn from `softmax(logits / temperature)`
         (temperature 0: argmax) with O(1) work: tier k steps only every F_k samples,
         carrying its state. The B sequences are generated together and independently.
+        The draw is the inverse CDF of one uniform per stream and sample from `generator`
+        (models/draw.py), in the C kernel or in its fallback alike: a seed gives the same
+        codes with or without a compiler. `top_p` < 1 draws from the nucleus of that
+        softmax (the fewest most likely levels holding `top_p` of its mass, renormalised);
+        `top_p` = 1 is plain sampling, draw for draw.
         Output samples are dequantised (original-scale) levels in the train split's normalised
         units (what `quantize` reads; see `dequantize`), on the model's device,
         in the seed's dtype. `return_logits=True` also returns the logits each sample was
-        drawn from, (B, n_samples, Q) (what the tests compare with `teacher_forced_logits`).
+        drawn from, (B, n_samples, Q) (what the tests compare with `teacher_forced_logits`);
+        `return_log_likelihood=True` (last) each stream's mean log-probability per
+        sample of its codes under the model's own distribution, softmax(logits) at
+        temperature 1 and untruncated, in nats, (B,) float64: what ranks candidates.
         """
         temperature = float(temperature)
         if not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        top_p = check_top_p(top_p)
         if seed.dim() != 2:
             raise ValueError(f"seed must be (B, S) samples, got shape {tuple(seed.shape)}")
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 0:
@@ -364,6 +375,8 @@ class SampleRNN(AudioModel):
         buf[:, :s] = self.quantize(seed[:, seed.shape[1] - s :].to(device))
         logits_out = (torch.empty(b, n_samples, self.q_levels, device=device)
                       if return_logits else None)
+        loglik = (torch.zeros(b, dtype=torch.float64, device=device)
+                  if return_log_likelihood else None)
         state: list[Any] = [None] * len(self.tiers)
         if s > top:  # warm: the tiers consume every frame before the first target
             _, state = self.conditioning(buf[:, :s])
@@ -372,9 +385,13 @@ class SampleRNN(AudioModel):
         loop = SampleLoop(self, b)
         loop.set_state(state)
         with cpu_backend(single_step=device.type == "cpu"):
-            loop.run(buf, s, n_samples, temperature, generator, logits_out, progress, top)
+            loop.run(buf, s, n_samples, temperature, generator, logits_out, progress, top,
+                     top_p, loglik)
         out = self.dequantize(buf[:, s:], dtype=seed.dtype)
-        return (out, logits_out) if logits_out is not None else out
+        extras = [t for t in (logits_out, loglik) if t is not None]
+        if loglik is not None:
+            extras[-1] = loglik / max(n_samples, 1)
+        return (out, *extras) if extras else out
 
 
 def _check_pos_int(field: str, value: Any) -> int:

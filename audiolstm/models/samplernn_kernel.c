@@ -12,6 +12,7 @@
  *   x1 = b1 + relu(x0) W1;  x2 = b2 + relu(x1) W2;  logits = b3 + relu(x2) W3
  *   code[t] = argmax(logits)                              (uniform == NULL)
  *           = first k with cdf[k] >= u * cdf[Q-1]          (inverse CDF of softmax(logits/T))
+ * with top_p < 1 the masses outside the nucleus are zeroed first (models/draw.py's rule).
  * Every width (H, H2, Qp) must be a multiple of ALIGN_FLOATS (the caller zero-pads);
  * weights are row-major (in, out). Built by samplernn_kernel.py with the system compiler.
  */
@@ -43,10 +44,11 @@ typedef struct {
     const float *table;                 /* (F*Q, h): folded embedding x mlp_in */
     const float *cond;                  /* (batch, F, h): this frame's conditioning */
     const float *w1, *b1, *w2, *b2, *w3, *b3;
-    float *scratch;                     /* batch * (h + 2*h2 + qp) floats */
+    float *scratch;                     /* batch * (h + 2*h2 + 3*qp) floats */
     const float *uniform;               /* (m, uniform_stride) in (0, 1], or NULL */
     int64_t uniform_stride;
-    float inv_t;                        /* 1 / temperature */
+    double inv_t;                       /* 1 / temperature */
+    double top_p;                       /* nucleus: 1 = off */
     float *logits;                      /* (batch, logits_stride) or NULL */
     int64_t logits_stride, logits_at;   /* logits of sample t0 start at logits_at */
     int64_t t0, m;                      /* samples t0 .. t0 + m - 1 */
@@ -99,43 +101,108 @@ static void dense(float *x, int64_t batch, int64_t in, const float *w, int64_t o
 #undef RUN
 }
 
-/* exp(x) for x <= 0, to ~1 ulp: 2^n e^r with |r| <= ln2/2 and a degree-7 Taylor
- * polynomial (remainder < 6e-9 relative); 0 below -87 (the float32 normal range). */
-static inline vf exp_nonpositive(vf x) {
-    vi tiny = x < -87.0f;
-    vf y = x * 1.44269504088896341f - 0.5f;
-    vi n = __builtin_convertvector(y, vi); /* truncation: ceil(y), y <= 0 */
-    vf nf = __builtin_convertvector(n, vf);
-    vf r = x - nf * 0.693145751953125f - nf * 1.42860682030941723212e-6f;
-    vf p = r * (1.f / 5040) + 1.f / 720;
-    p = p * r + 1.f / 120;
-    p = p * r + 1.f / 24;
-    p = p * r + 1.f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.f;
-    p = p * r + 1.f;
-    vi bits = (n + 127) << 23;
-    vf scale, out;
+/* The draw is computed in double: float32 masses and running sums (and torch's
+ * float32 softmax and cumsum in the fallback loop) round differently, and a draw whose
+ * uniform falls within that rounding of a level's edge picks different levels in the two
+ * loops (measured at small logits: ~4e-6 of the draws). In double the loops part only
+ * where their float32 logits do (~1e-7 of the draws there; bench/RESULTS.md). */
+#define VD (VW / 2)
+typedef double vd __attribute__((vector_size(VW * 4), aligned(8)));
+typedef int64_t vl __attribute__((vector_size(VW * 4), aligned(8)));
+typedef float vh __attribute__((vector_size(VW * 2), aligned(4)));
+
+/* exp(x) for x <= 0 in double, to ~1 ulp: 2^n e^r with |r| <= ln2/2 (ln2 split in two
+ * for an exact n ln2) and a degree-13 Taylor polynomial (remainder < 1e-17 relative);
+ * 0 below -708 (the double normal range), -inf included. */
+static inline vd exp_nonpositive(vd x) {
+    vl tiny = x < -708.0;
+    x = (vd)((vl)x & ~tiny); /* 0 there: no -inf or NaN through the arithmetic */
+    vd y = x * 1.4426950408889634 - 0.5;
+    vl n = __builtin_convertvector(y, vl); /* truncation: ceil(y), y <= 0 */
+    vd nf = __builtin_convertvector(n, vd);
+    vd r = x - nf * 6.93147180369123816490e-01 - nf * 1.90821492927058770002e-10;
+    static const double c[] = {1.0 / 6227020800, 1.0 / 479001600, 1.0 / 39916800,
+                               1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
+                               1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0};
+    vd p = r * c[0] + c[1];
+    for (int i = 2; i < 14; i++) p = p * r + c[i];
+    vl bits = (n + 1023) << 52;
+    vd scale;
     memcpy(&scale, &bits, sizeof scale);
-    p *= scale;
-    memcpy(&bits, &p, sizeof bits);
-    bits &= ~tiny;
-    memcpy(&out, &bits, sizeof out);
-    return out;
+    return (vd)((vl)(p * scale) & ~tiny);
 }
 
-static inline float hsum(vf v) {
-    float s = 0.f;
-    for (int i = 0; i < VW; i++) s += v[i];
+static inline double hsum(vd v) {
+    double s = 0.0;
+    for (int i = 0; i < VD; i++) s += v[i];
     return s;
 }
 
-/* argmax (u == NULL), else the inverse CDF of softmax(l / T) at u in (0, 1]: the first
- * level whose cumulative mass reaches u * total. The cumulative sums are taken vector by
- * vector (each vector's mass, then a running sum of those), so the last running sum is
- * the total itself: never past the last level, and never a level of mass 0 (the level
- * drawn is one where the running sum grows to the target). l is overwritten. */
-static int64_t draw(float *l, int64_t q, int64_t qp, const float *u, float inv_t) {
+/* S(x): the total of the masses e[0 .. qp) that are >= x. */
+static inline double mass_above(const double *e, int64_t qp, double x) {
+    vd s = {0};
+    for (int64_t v = 0; v < qp / VD; v++) {
+        vd ev = *(const vd *)(e + v * VD);
+        s += (vd)((vl)ev & (ev >= x));
+    }
+    return hsum(s);
+}
+
+static inline double as_double(uint64_t bits) {
+    double x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+/* The nucleus of the masses e[0 .. qp) (>= 0, largest 1): every mass below the
+ * threshold tau zeroed, tau the largest mass whose "mass at least tau", S(tau), reaches
+ * top_p * total. That is the mass of the level that crosses top_p when the levels are
+ * summed most likely first (above it S stays below the target; at it S reaches it), ties
+ * at it kept: models/draw.py's `nucleus`, found without a sort. S is non-increasing, so
+ * bisection on the bit patterns of non-negative doubles (ordered as the doubles are)
+ * narrows tau to [lo, hi) with S(lo) >= need > S(hi) in ~31 passes over the levels; the
+ * masses in that sliver (~1e-9 relative: almost always tau alone) are then tried largest
+ * first. Returns the kept total; mass[] is refilled. */
+static double nucleus(double *e, int64_t qp, double *mass, double total, double top_p) {
+    const double need = top_p * total;
+    uint64_t lo = 0, hi = 0x3ff0000000000001ull; /* S(0) = total >= need; S(> 1) = 0 */
+    while (hi - lo > (1ull << 32)) {
+        const uint64_t mid = lo + (hi - lo) / 2;
+        if (mass_above(e, qp, as_double(mid)) >= need) lo = mid;
+        else hi = mid;
+    }
+    const double floor = as_double(lo);
+    double ceiling = as_double(hi), tau = floor;
+    for (;;) { /* some mass lies in [floor, ceiling): S(floor) > S(ceiling) */
+        double best = -1.0;
+        for (int64_t k = 0; k < qp; k++)
+            if (e[k] >= floor && e[k] < ceiling && e[k] > best) best = e[k];
+        if (best < 0.0) break; /* unreachable: S(floor) >= need > S(ceiling) */
+        if (mass_above(e, qp, best) >= need) {
+            tau = best;
+            break;
+        }
+        ceiling = best;
+    }
+    double kept = 0.0;
+    for (int64_t v = 0; v < qp / VD; v++) {
+        vd ev = *(const vd *)(e + v * VD);
+        ev = (vd)((vl)ev & (ev >= tau));
+        *(vd *)(e + v * VD) = ev;
+        mass[v] = hsum(ev);
+        kept += mass[v];
+    }
+    return kept;
+}
+
+/* argmax (u == NULL), else the inverse CDF of softmax(l / T) (its nucleus when top_p < 1)
+ * at u in (0, 1]: the first level whose cumulative mass reaches u * total, in double (e:
+ * qp doubles of scratch). The cumulative sums are taken vector by vector (each vector's
+ * mass, then a running sum of those), so the last running sum is the total itself: never
+ * past the last level, and never a level of mass 0 (the level drawn is one where the
+ * running sum grows to the target). l's padding is overwritten. */
+static int64_t draw(float *l, double *e, int64_t q, int64_t qp, const float *u,
+                    double inv_t, double top_p) {
     if (!u) {
         int64_t best = 0;
         for (int64_t k = 1; k < q; k++)
@@ -145,22 +212,25 @@ static int64_t draw(float *l, int64_t q, int64_t qp, const float *u, float inv_t
     float mx = l[0];
     for (int64_t k = 1; k < q; k++) mx = l[k] > mx ? l[k] : mx;
     for (int64_t k = q; k < qp; k++) l[k] = -__builtin_inff(); /* padding: exp -> 0 */
-    float mass[qp / VW], total = 0.f;
-    for (int64_t v = 0; v < qp / VW; v++) {
-        vf e = exp_nonpositive((LD(l + v * VW) - mx) * inv_t);
-        ST(l + v * VW, e);
-        mass[v] = hsum(e);
+    double mass[qp / VD], total = 0.0;
+    for (int64_t v = 0; v < qp / VD; v++) {
+        vh lv;
+        memcpy(&lv, l + v * VD, sizeof lv);
+        vd ev = exp_nonpositive((__builtin_convertvector(lv, vd) - (double)mx) * inv_t);
+        *(vd *)(e + v * VD) = ev;
+        mass[v] = hsum(ev);
         total += mass[v];
     }
-    const float target = *u * total;
-    float run = 0.f;
+    if (top_p < 1.0) total = nucleus(e, qp, mass, total, top_p);
+    const double target = (double)*u * total;
+    double run = 0.0;
     int64_t v = 0;
-    while (v < qp / VW - 1 && run + mass[v] < target) run += mass[v++];
-    int64_t k = v * VW, last = -1;
-    for (; k < (v + 1) * VW && k < q; k++) {
-        if (l[k] > 0.f) last = k;
-        run += l[k];
-        if (l[k] > 0.f && run >= target) return k;
+    while (v < qp / VD - 1 && run + mass[v] < target) run += mass[v++];
+    int64_t k = v * VD, last = -1;
+    for (; k < (v + 1) * VD && k < q; k++) {
+        if (e[k] > 0.0) last = k;
+        run += e[k];
+        if (e[k] > 0.0 && run >= target) return k;
     }
     return last; /* rounding: the in-vector sum fell short of the vector's mass */
 }
@@ -168,6 +238,7 @@ static int64_t draw(float *l, int64_t q, int64_t qp, const float *u, float inv_t
 static void frame(const FrameArgs *a) {
     const int64_t B = a->batch, F = a->frame, H = a->h, H2 = a->h2, Qp = a->qp;
     float *x0 = a->scratch, *x1 = x0 + B * H, *x2 = x1 + B * H2, *x3 = x2 + B * H2;
+    double *e = (double *)(x3 + B * Qp); /* the draw's masses: Qp doubles */
     for (int64_t j = 0; j < a->m; j++) {
         const int64_t t = a->t0 + j, r = t % F;
         for (int64_t b = 0; b < B; b++) { /* the folded first layer: F rows + conditioning */
@@ -189,7 +260,7 @@ static void frame(const FrameArgs *a) {
                 memcpy(a->logits + b * a->logits_stride + a->logits_at + j * a->q, l,
                        a->q * sizeof(float));
             const float *u = a->uniform ? a->uniform + j * a->uniform_stride + b : NULL;
-            a->codes[b * a->codes_stride + t] = draw(l, a->q, Qp, u, a->inv_t);
+            a->codes[b * a->codes_stride + t] = draw(l, e, a->q, Qp, u, a->inv_t, a->top_p);
         }
     }
 }

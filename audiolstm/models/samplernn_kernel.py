@@ -5,7 +5,9 @@ Why compiled at run time, by the system C compiler, into a temporary file: the s
 is no wheel to ship per platform, nothing to install, and no cache to go stale on another
 CPU (`-march=native` fits the machine that runs it). Where no compiler works (`CC`, else
 `cc`), `load()` logs one line and returns None, and generation runs the TorchScript loop
-(`samplernn_step.frame_samples`): the same draws from the same distribution, ~3x slower.
+(`samplernn_step.frame_samples`): the same draw rule (models/draw.py) on the same
+uniforms, so the same codes from the same seed (to float32 rounding of the logits), 1.5-3x
+slower.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ SOURCE = Path(__file__).with_suffix(".c")
 FLAGS = (["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
          ["-O3", "-march=native", "-fno-math-errno"], ["-O3", "-fno-math-errno"])
 
-_i64, _ptr, _f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+_i64, _ptr, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
 
 
 class FrameArgs(ctypes.Structure):
@@ -41,7 +43,7 @@ class FrameArgs(ctypes.Structure):
         ("w1", _ptr), ("b1", _ptr), ("w2", _ptr), ("b2", _ptr), ("w3", _ptr), ("b3", _ptr),
         ("scratch", _ptr),
         ("uniform", _ptr), ("uniform_stride", _i64),
-        ("inv_t", _f32),
+        ("inv_t", _f64), ("top_p", _f64),
         ("logits", _ptr), ("logits_stride", _i64), ("logits_at", _i64),
         ("t0", _i64), ("m", _i64),
     ]

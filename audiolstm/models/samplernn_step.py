@@ -24,14 +24,23 @@ Measured on the 2-core CPU (bench/bench_generate.py, bench/RESULTS.md), this loo
   samples in `frame_samples` (TorchScript, else eager): `index_select` + `sum` for the
   first layer (~3× cheaper than `embedding_bag`, which builds its offsets on every
   call), `addmm` on weights stored (in, out) contiguous into preallocated buffers
-  (without `out=`, TorchScript splits each `addmm` into `mm` + `add`), and the draw by
-  Gumbel-max (`argmax(logits + T·g)`, the noise pre-drawn for many samples with the last
-  layer's bias already added) while a step draws few numbers (B·Q ≤ `GUMBEL_MAX_DRAWS`),
-  else the inverse CDF; `T = 0`: the argmax. The per-sample ops run on one intra-op
-  thread unless a step is large (`loop_threads`).
+  (without `out=`, TorchScript splits each `addmm` into `mm` + `add`), and the kernel's
+  draw: the inverse CDF (models/draw.py) of the same pre-drawn uniforms, so that a seed
+  draws the same codes with and without a compiler (issue 20; before, this loop drew by
+  Gumbel-max for few streams: ~10 % faster at one stream, other codes from the same
+  seed); `T = 0`: the argmax. The per-sample ops run on one intra-op thread unless a
+  step is large (`loop_threads`).
+
+Nucleus sampling (`top_p` < 1) follows models/draw.py's rule in both loops (the kernel
+finds the nucleus's threshold by bisection instead of a sort; bench/RESULTS.md has the
+cost of each). The log-likelihood of the drawn codes (`loglik_out`, for ranking
+candidates) is read off each frame's logits after the frame, in either loop.
 
 The logits equal `SampleRNN.forward` (teacher forcing) to float32 rounding: the same
-sums in another order.
+sums in another order. So the two loops draw the same codes except where a uniform
+falls within that rounding of an edge of the cumulative distribution: measured about
+once in 10⁵ draws with logits to ±20, never in 4 × 10⁵ with small ones (bench/RESULTS.md);
+after such a draw the two continuations part.
 """
 
 from __future__ import annotations
@@ -46,12 +55,10 @@ from torch import Tensor, nn
 
 from audiolstm.models import samplernn_kernel
 from audiolstm.models.base import ProgressFn
+from audiolstm.models.draw import inverse_cdf, nucleus
 
-#: random numbers drawn ahead per refill (samples × batch × levels), ~4 MB of float32
+#: uniforms drawn ahead per refill (samples × batch), ~4 MB of float32
 NOISE_BLOCK = 1 << 20
-#: the largest B·Q drawn by Gumbel-max; larger steps use the inverse CDF (measured:
-#: B = 1, Q = 256: Gumbel ~4 µs a step vs ~8; B = 16: ~57 µs vs ~25)
-GUMBEL_MAX_DRAWS = 1024
 
 
 @contextlib.contextmanager
@@ -182,18 +189,19 @@ class _TierStep:
 class SampleLoop:
     """Precomputed weights and buffers for one `SampleRNN.generate` call.
 
-    With the C kernel (`samplernn_kernel.load()`, float32 on the CPU) every width is
+    With the C kernel (`samplernn_kernel.load()`, float32 on the CPU, unless `kernel` is
+    False) every width is
     zero-padded to the kernel's alignment (zero rows and columns add nothing), and the
     streams are split into one group per intra-op thread for the per-sample part.
     """
 
-    def __init__(self, model: nn.Module, batch: int) -> None:
+    def __init__(self, model: nn.Module, batch: int, kernel: bool = True) -> None:
         self.batch = batch
         self.q = model.q_levels
         self.fb = model.frame_sizes[-1]
         w = model.mlp_in.weight  # (H, E, F)
-        self.kernel = (samplernn_kernel.load()
-                       if w.device.type == "cpu" and w.dtype == torch.float32 else None)
+        self.kernel = (samplernn_kernel.load() if kernel and w.device.type == "cpu"
+                       and w.dtype == torch.float32 else None)
         align = self.kernel.samplernn_align_floats() if self.kernel is not None else 1
         hidden = w.shape[0]
         width = -(-hidden // align) * align
@@ -238,7 +246,8 @@ class SampleLoop:
         bounds = [batch * g // groups for g in range(groups + 1)]
         (b1, w1), (b2, w2), (b3, w3) = self.mlp
         h2, qp = w1.shape[1], w3.shape[1]
-        self.scratch = self.table.new_empty(batch, width + 2 * h2 + qp)  # activations
+        # activations, and qp doubles (2 qp floats) a stream for the draw
+        self.scratch = self.table.new_empty(batch, width + 2 * h2 + 3 * qp)
         cond = self.cond.view(batch, fb, width)
         self.group_starts = bounds[:-1]
         return (samplernn_kernel.FrameArgs * groups)(*[samplernn_kernel.FrameArgs(
@@ -254,14 +263,20 @@ class SampleLoop:
 
     def run(self, buf: Tensor, start: int, n: int, temperature: float,
             generator: torch.Generator | None, logits_out: Tensor | None,
-            progress: ProgressFn | None, progress_every: int) -> None:
+            progress: ProgressFn | None, progress_every: int, top_p: float = 1.0,
+            loglik_out: Tensor | None = None) -> None:
         """Fill buf[:, start : start + n] (codes) sample by sample; `start` is a multiple
         of the top frame size, where every tier is due to step.
 
         Python steps the frame tiers once per lowest frame (on every intra-op thread);
-        the frame's samples run in the C kernel (the draw: the inverse CDF), one group of
-        streams per thread, or else in `frame_samples` (TorchScript when it compiles, the
-        same function eager otherwise) on `loop_threads`.
+        the frame's samples run in the C kernel, one group of streams per thread, or else
+        in `frame_samples` (TorchScript when it compiles, the same function eager
+        otherwise) on `loop_threads`. Both draw by the inverse CDF of
+        softmax(logits / temperature) from the same uniforms, one per stream and sample,
+        drawn `NOISE_BLOCK` at a time from `generator` (`top_p` < 1: from its nucleus).
+        `loglik_out` (B,) float64, when given, receives each
+        stream's summed log-probability of its codes under softmax(logits), the model's
+        own distribution (temperature 1, no truncation), in nats.
         """
         b, q, fb = self.batch, self.q, self.fb
         sizes = [t.frame_size for t in self.tiers]
@@ -269,20 +284,18 @@ class SampleLoop:
         conds: list[Tensor] = [self.table] * len(self.tiers)  # all replaced at t = start
         (b1, w1), (b2, w2), (b3, w3) = self.mlp
         kernel = self.kernel is not None
-        gumbel_draw = temperature > 0 and not kernel and b * q <= GUMBEL_MAX_DRAWS
-        inverse_cdf = temperature > 0 and not gumbel_draw
-        # Gumbel noise carries b3 (it is the last layer's bias) unless logits are returned
-        noise_bias = logits_out is None
-        noise: Tensor | None = None
-        per_step = b * q if gumbel_draw else b
-        block = max(fb, NOISE_BLOCK // per_step // fb * fb)  # whole frames of draws
+        # the logits: all of them (logits_out), or one frame's for the log-likelihood
+        frame_logits = (self.table.new_empty(b, fb, q)
+                        if loglik_out is not None and logits_out is None else None)
+        uniform: Tensor | None = None
+        uniform64: Tensor | None = None
+        block = max(fb, NOISE_BLOCK // b // fb * fb)  # whole frames of draws
         noise_at = start  # first sample the current block covers
         samples = _frame_samples()
         frame_threads = torch.get_num_threads()
-        uniform: Tensor | None = None
         inv_t = 1.0 / max(temperature, 1e-30)
         if kernel:
-            self._bind(buf, inv_t, logits_out)
+            self._bind(buf, inv_t, top_p, logits_out if frame_logits is None else frame_logits)
         i = 0
         with torch_threads(frame_threads if kernel else loop_threads(b, w1.shape[1])):
             while i < n:
@@ -299,41 +312,45 @@ class SampleLoop:
                         conds[k] = tier.step(buf[:, t - fs : t], above,
                                              out=self.cond if k == last else None)
                 m = min(fb, n - i)
-                if temperature > 0 and (noise is None or t + m > noise_at + noise.shape[0]):
+                if temperature > 0 and (uniform is None or t + m > noise_at + uniform.shape[0]):
                     noise_at, size = t, min(block, n - i)
-                    if gumbel_draw:
-                        noise = gumbel(size, b, q, temperature, generator, like=self.table)
-                        if noise_bias:
-                            noise += b3
-                    else:
-                        noise = torch.rand(size, b, 1, generator=generator,  # in (0, 1]
-                                           dtype=self.table.dtype, device=self.table.device)
-                        noise.neg_().add_(1.0)
-                    uniform = noise if inverse_cdf else None
+                    uniform = torch.rand(size, b, 1, generator=generator,  # in (0, 1]
+                                         dtype=self.table.dtype, device=self.table.device)
+                    uniform.neg_().add_(1.0)
+                    # the kernel reads float32 uniforms, the fallback the same in float64
+                    uniform64 = None if kernel else uniform.double()
                 if kernel:
-                    self._kernel_frame(t, m, uniform, t - noise_at, i)
+                    self._kernel_frame(t, m, uniform, t - noise_at,
+                                       i if frame_logits is None else 0)
                 else:
                     samples(buf, t, m, fb, self.table, self.offsets, self.rows, self.codes,
-                            w1, b1, w2, b2, w3, b3, *self.out,
-                            noise if gumbel_draw else None, noise_bias,
-                            uniform, inv_t, noise_at, logits_out, i)
+                            w1, b1, w2, b2, w3, b3, *self.out, uniform64, inv_t, top_p,
+                            noise_at, logits_out if frame_logits is None else frame_logits,
+                            i if frame_logits is None else 0)
+                if loglik_out is not None:
+                    logits = (frame_logits[:, :m] if frame_logits is not None
+                              else logits_out[:, i : i + m])
+                    own = torch.log_softmax(logits, dim=2).gather(2, buf[:, t : t + m, None])
+                    loglik_out += own.sum((1, 2), dtype=torch.float64)
                 i += m
                 if progress and (i % progress_every == 0 or i == n):
                     progress(i, n)
 
-    def _bind(self, buf: Tensor, inv_t: float, logits_out: Tensor | None) -> None:
-        """Point the kernel's groups at this run's codes, temperature and logits."""
+    def _bind(self, buf: Tensor, inv_t: float, top_p: float, logits: Tensor | None) -> None:
+        """Point the kernel's groups at this run's codes, temperature, nucleus and logits
+        (B, N, Q)."""
         if buf.dtype != torch.long or buf.stride(1) != 1:
             raise ValueError("the codes buffer must be int64 and contiguous along time")
         for lo, args in zip(self.group_starts, self.groups, strict=True):
             args.codes, args.codes_stride = buf[lo].data_ptr(), buf.stride(0)
-            args.inv_t, args.uniform_stride = inv_t, self.batch
-            if logits_out is not None:
-                args.logits, args.logits_stride = logits_out[lo].data_ptr(), logits_out.stride(0)
+            args.inv_t, args.top_p, args.uniform_stride = inv_t, top_p, self.batch
+            if logits is not None:
+                args.logits, args.logits_stride = logits[lo].data_ptr(), logits.stride(0)
 
     def _kernel_frame(self, t: int, m: int, uniform: Tensor | None, row: int, i: int) -> None:
-        """Samples t .. t + m - 1 (index i of the run) in the kernel; `uniform` (N, B, 1)
-        holds this frame's draws from its row `row` on (None: the argmax)."""
+        """Samples t .. t + m - 1 in the kernel, their logits (if bound) from index i on;
+        `uniform` (N, B, 1) holds this frame's draws from its row `row` on (None: the
+        argmax)."""
         item = self.table.element_size()
         for lo, args in zip(self.group_starts, self.groups, strict=True):
             args.t0, args.m, args.logits_at = t, m, i * self.q
@@ -346,17 +363,16 @@ def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets:
                   rows: list[Tensor], codes: list[Tensor],
                   w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
                   o1: Tensor, o2: Tensor, o3: Tensor,
-                  noise: Optional[Tensor], noise_bias: bool,  # noqa: UP045 (TorchScript)
-                  uniform: Optional[Tensor], inv_t: float,  # noqa: UP045
+                  uniform: Optional[Tensor], inv_t: float, top_p: float,  # noqa: UP045
                   noise_at: int, logits_out: Optional[Tensor], i0: int) -> None:  # noqa: UP045
     """The sample MLP and the draw for samples t0 .. t0 + m - 1 of one lowest frame.
 
     Sample t's first layer is the sum of the rows `rows[t % fb]` of `table`: its fb codes
     (offset into their positions' blocks, written through `codes[t % fb]`) and its
-    conditioning row. The draw: `noise` (T × Gumbel noise from sample `noise_at` on, b3
-    added when `noise_bias`) and an argmax, or `uniform` (one number per stream and
-    sample) through the inverse CDF of softmax(logits · inv_t), or (both None) the
-    argmax. Written for TorchScript: typed, no closures.
+    conditioning row. The draw: `uniform` (one float64 number per stream and sample, from
+    sample `noise_at` on) through the inverse CDF of softmax(logits · inv_t) in float64,
+    its nucleus when `top_p` < 1 (models/draw.py), or (None) the argmax. The logits of sample t0 + j go
+    to `logits_out[:, i0 + j]` when given. Written for TorchScript: typed, no closures.
     """
     b = buf.shape[0]
     for j in range(m):
@@ -366,20 +382,14 @@ def frame_samples(buf: Tensor, t0: int, m: int, fb: int, table: Tensor, offsets:
         x = table.index_select(0, rows[r]).view(b, fb + 1, -1).sum(1)
         x = torch.addmm(b1, x.relu_(), w1, out=o1)
         x = torch.addmm(b2, x.relu_(), w2, out=o2)
-        if noise is not None and noise_bias:
-            x = torch.addmm(noise[t - noise_at], x.relu_(), w3, out=o3)
-        else:
-            x = torch.addmm(b3, x.relu_(), w3, out=o3)
-            if logits_out is not None:
-                logits_out[:, i0 + j] = x
-            if noise is not None:
-                x += noise[t - noise_at]
-        if uniform is not None:
-            # the first level whose cumulative mass reaches u · total, u in (0, 1]: never
-            # past the last level (rounding is monotone), never a level of mass 0
-            cdf = torch.softmax(x.mul_(inv_t), dim=1).cumsum_(1)
-            code = torch.searchsorted(cdf, uniform[t - noise_at] * cdf[:, -1:])
-            buf[:, t] = code[:, 0]
+        x = torch.addmm(b3, x.relu_(), w3, out=o3)
+        if logits_out is not None:
+            logits_out[:, i0 + j] = x
+        if uniform is not None:  # in float64, as the kernel (samplernn_kernel.c: why)
+            probs = torch.softmax(x.double().mul_(inv_t), dim=1)
+            if top_p < 1.0:
+                probs = nucleus(probs, top_p)
+            buf[:, t] = inverse_cdf(probs, uniform[t - noise_at])[:, 0]
         else:
             torch.argmax(x, 1, False, out=buf[:, t])
 
@@ -421,16 +431,3 @@ def _mlp_linears(mlp: nn.Sequential) -> list[nn.Linear]:
         names = ", ".join(k.__name__ for k in kinds)
         raise TypeError(f"SampleLoop expects the sample MLP (ReLU, Linear) x 3, got {names}")
     return [m for m in mlp if isinstance(m, nn.Linear)]
-
-
-def gumbel(n: int, batch: int, q: int, temperature: float,
-           generator: torch.Generator | None, like: Tensor) -> Tensor:
-    """`temperature` × standard Gumbel noise, (n, batch, q): argmax(logits + this) is a
-    draw from softmax(logits / temperature) (the Gumbel-max trick).
-
-    Uniforms are clamped to [tiny, 1): -log(-log u) stays finite, truncating the
-    Gumbel's tails where float32 uniforms could not reach them anyway.
-    """
-    u = torch.rand(n, batch, q, generator=generator, dtype=like.dtype, device=like.device)
-    u.clamp_(min=torch.finfo(like.dtype).tiny)
-    return u.log_().neg_().log_().mul_(-temperature)
