@@ -24,6 +24,7 @@ from audiolstm.data.settings import (
     validate_repr,
 )
 from audiolstm.errors import UserError, one_of, positive_int
+from audiolstm.generation.settings import applied_settings
 from audiolstm.models.base import DEFAULT_OPTIMIZER
 from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
 from audiolstm.models.quantize import KINDS as QUANTIZATIONS
@@ -197,6 +198,11 @@ def validate_train(cfg: DictConfig) -> None:
     validate_likelihood(cfg)
     if cfg.ckpt_path and cfg.init_from:
         raise UserError("ckpt_path and init_from are exclusive: resume OR warm-start, not both")
+    sample = OmegaConf.select(cfg, "callbacks.sample_generation")
+    if sample:  # checked now, not after the first epoch: settings its model does not read
+        given = {k: sample[k] for k in ("strategy", "deticking", "feedback_noise") if k in sample}
+        applied_settings(cfg.model.arch == "frame_rnn", cfg.data.hop or cfg.data.x_len,
+                         cfg.data.x_len, key="callbacks.sample_generation.", **given)
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise UserError(f"trainer.max_epochs={max_epochs!r} must be >= 1 (or -1)")

@@ -499,8 +499,8 @@ def test_mp3_from_an_external_encoder_is_read(tmp_path: Path) -> None:
 def test_random_crops_are_uniform_over_every_valid_start_of_every_file(tmp_path: Path) -> None:
     lengths = [700, 450, 300, 2200]  # train pieces 420, 270, 180, 1320; span 400
     _folder(tmp_path, lengths)
-    dm = _dm(tmp_path, splits=[0.6, 0.2, 0.2], x_len=100, seq_len=3, window_shift=100,
-             train_examples_per_epoch=40_000)
+    dm = _dm(tmp_path, splits=[0.6, 0.2, 0.2], x_len=100, seq_len=3, window_shift=8000,
+             eval_window_shift=100, train_examples_per_epoch=40_000)
     ds = dm.dataset("train")
     starts = []  # every valid start (every sample position) of every train piece
     for p in dm.plan.pieces["train"]:

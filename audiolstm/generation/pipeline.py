@@ -28,8 +28,9 @@ from audiolstm.data.state import DataState
 from audiolstm.errors import UserError
 from audiolstm.evaluation.metrics import generation_metrics
 from audiolstm.evaluation.plots import plot_generation
-from audiolstm.generation.reconstruction import frame_signal, frames_to_audio, resolve_deticking
-from audiolstm.generation.strategies import GREEDY, STRATEGIES, Sampling, generate_frames
+from audiolstm.generation.reconstruction import CROSSFADE, frame_signal, frames_to_audio
+from audiolstm.generation.settings import FRAME_ONLY, applied_settings
+from audiolstm.generation.strategies import GREEDY, Sampling, generate_frames
 from audiolstm.models.base import AudioModel, ProgressFn
 from audiolstm.models.checkpoints import model_from_checkpoint
 from audiolstm.models.frame_rnn import AudioRNN
@@ -43,6 +44,8 @@ class Continuation:
     sample_rate: int
     wall_seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: the generation settings that applied, resolved (generation/settings.py)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def generated(self) -> np.ndarray:
@@ -52,14 +55,16 @@ class Continuation:
 @functools.singledispatch
 def continue_audio(model: AudioModel, state: DataState, seed_audio: np.ndarray, split: str,
                    seconds: float, strategy: str = "stateful", window: int | None = None,
-                   deticking: str = "auto", crossfade: int = 64,
+                   deticking: str = "auto", crossfade: int | None = None,
                    progress: ProgressFn | None = None,
                    sampling: Sampling = GREEDY) -> Continuation:
     """Continue `seed_audio` (original scale) by `seconds` with the model.
 
     `state` is what the checkpoint carries: sample rate, frame settings, the normaliser
     (its `split` affine map is used) and the representation. `strategy`, `window`,
-    `deticking` and `crossfade` apply to frame models only.
+    `deticking`, `crossfade` and `sampling.feedback_noise` apply to frame models only
+    (`generation.settings.applied_settings`: a value a model does not read is refused);
+    `Continuation.settings` records those that applied.
     """
     raise TypeError(f"no generation path for {type(model).__name__}")
 
@@ -67,13 +72,16 @@ def continue_audio(model: AudioModel, state: DataState, seed_audio: np.ndarray, 
 @continue_audio.register
 def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, split: str,
                      seconds: float, strategy: str = "stateful", window: int | None = None,
-                     deticking: str = "auto", crossfade: int = 64,
+                     deticking: str = "auto", crossfade: int | None = None,
                      progress: ProgressFn | None = None,
                      sampling: Sampling = GREEDY) -> Continuation:
     """Frames: normalise + encode the seed's frames, run a strategy, decode, rebuild audio."""
     sr, x_len, hop = state.sample_rate, state.x_len, state.step
+    applied = applied_settings(True, hop, x_len, strategy=strategy, window=window,
+                               deticking=deticking, crossfade=crossfade,
+                               feedback_noise=sampling.feedback_noise)
     norm, rep = state.normalizer(), state.representation()
-    mode = resolve_deticking(deticking, hop, x_len)
+    mode = applied["deticking"]
     seed_frames = frame_signal(np.asarray(seed_audio, dtype=np.float32), x_len, hop)
     if len(seed_frames) == 0:
         raise UserError(f"seed.seconds: the seed ({len(seed_audio) / sr:.3f} s) is shorter than "
@@ -83,16 +91,17 @@ def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, 
     dtype = next(model.parameters()).dtype
     feats = rep.encode(torch.as_tensor(norm.transform(seed_frames, split), dtype=torch.float32))
     t0 = time.perf_counter()
-    gen = generate_frames(model, feats.to(device=device, dtype=dtype), n_new, strategy, window,
-                          progress, sampling)
+    gen = generate_frames(model, feats.to(device=device, dtype=dtype), n_new, strategy,
+                          applied.get("window"), progress, sampling)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     gen_time = norm.inverse(rep.decode(gen.float().cpu()).numpy(), split)
     audio, seed_len = frames_to_audio(seed_frames, np.asarray(gen_time, np.float32), hop, mode,
-                                      crossfade)
+                                      applied.get("crossfade", CROSSFADE))
     audio = audio[: seed_len + int(round(seconds * sr))]
-    cont = Continuation(audio=audio, seed_len=seed_len, sample_rate=sr, wall_seconds=wall)
+    cont = Continuation(audio=audio, seed_len=seed_len, sample_rate=sr, wall_seconds=wall,
+                        settings=applied | {"head": model.hparams.head})
     cont.metrics = generation_metrics(audio[:seed_len], cont.generated, sr, hop, wall)
     return cont
 
@@ -100,10 +109,13 @@ def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, 
 @continue_audio.register
 def _continue_samples(model: SampleRNN, state: DataState, seed_audio: np.ndarray, split: str,
                       seconds: float, strategy: str = "stateful", window: int | None = None,
-                      deticking: str = "auto", crossfade: int = 64,
+                      deticking: str = "auto", crossfade: int | None = None,
                       progress: ProgressFn | None = None,
                       sampling: Sampling = GREEDY) -> Continuation:
     """Samples: warm the tiers on the seed, then sample by sample (see samplernn.py)."""
+    applied_settings(False, state.step, state.x_len, strategy=strategy, window=window,
+                     deticking=deticking, crossfade=crossfade,
+                     feedback_noise=sampling.feedback_noise)  # frame settings: refused
     sr = state.sample_rate
     device = next(model.parameters()).device
     # SampleRNN models the original-scale audio and undoes its own *train* map itself
@@ -176,13 +188,14 @@ def run(cfg) -> dict[str, Any]:
     """`python generate.py ckpt_path=PATH ...` (conf/generate.yaml)."""
     if not cfg.ckpt_path:
         raise UserError("ckpt_path is required: python generate.py ckpt_path=PATH/TO/last.ckpt")
-    if cfg.strategy not in STRATEGIES:
-        raise UserError(f"strategy={cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if cfg.seconds <= 0:
         raise UserError(f"seconds={cfg.seconds!r} must be > 0")
     device = _device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt_path, "ckpt_path", map_location=str(device))
     state = model.data_state
+    frame_settings = {k: cfg[k] for k in FRAME_ONLY}
+    # before any audio is read: a setting this model does not read is refused
+    applied_settings(isinstance(model, AudioRNN), state.step, state.x_len, **frame_settings)
     sr = state.sample_rate
     s = cfg.seed
     if s.path:
@@ -207,17 +220,15 @@ def run(cfg) -> dict[str, Any]:
         cont = continue_audio(model, state, seed_audio, split, cfg.seconds, cfg.strategy,
                               cfg.window, cfg.deticking, cfg.crossfade, update, sampling)
     settings = {
-        "ckpt_path": str(cfg.ckpt_path), "strategy": cfg.strategy, "window": cfg.window,
-        "deticking": resolve_deticking(cfg.deticking, state.step, state.x_len),
+        "ckpt_path": str(cfg.ckpt_path),
         "seconds": cfg.seconds, "seed_source": source, "seed_start_seconds": start,
         "seed_seconds": s.seconds, "device": str(device), "sample_rate": sr,
-        "temperature": cfg.temperature, "feedback_noise": cfg.feedback_noise,
-        "head": model.hparams.get("head", "mse"),
+        "temperature": cfg.temperature, **cont.settings,
     }
     out_dir = Path(cfg.paths.output_dir)
     record = write_outputs(cont, out_dir, "generated", settings)
     m = cont.metrics
-    print(f"generated {cfg.seconds:g} s ({cfg.strategy}) in {cont.wall_seconds:.2f} s "
+    print(f"generated {cfg.seconds:g} s ({settings.get('strategy', 'samples')}) in {cont.wall_seconds:.2f} s "
           f"= {m['real_time_factor']:.1f}x real time; tick score {m['tick_score']:.3f}, "
           f"RMS ratio {m['rms_ratio']:.3f}\noutputs: {out_dir}", flush=True)
     return record

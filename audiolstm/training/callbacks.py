@@ -133,7 +133,7 @@ class SampleGeneration(Callback):
             pl_module.train(was_training)
         out_dir = Path(trainer.default_root_dir) / self.dirname
         stem = f"epoch_{epoch:03d}"
-        write_outputs(cont, out_dir, stem, {"epoch": epoch, "strategy": self.strategy,
+        write_outputs(cont, out_dir, stem, {"epoch": epoch, **cont.settings,
                                             "seconds": self.seconds, "seed_split": "val",
                                             "seed_start_seconds": start / sr})
         m = cont.metrics
