@@ -526,6 +526,44 @@ def test_random_crops_are_uniform_over_every_valid_start_of_every_file(tmp_path:
                                          for p in dm.plan.pieces["val"])
 
 
+def test_the_random_crop_loader_draws_every_valid_start_and_nothing_else(tmp_path: Path
+                                                                       ) -> None:
+    """The training *loader* of a random-crop datamodule, end to end, on a tiny corpus:
+    its sampler and length, and exact coverage of every valid start (each example checked
+    against naive slicing), epoch after epoch.
+
+    Mutants caught (each tried): a datamodule that ignores `train_examples_per_epoch`
+    (its sliding windows: another sampler, length and starts), a sampler that never draws
+    the last valid start (`integers(0, n - 1)`), a crop dataset one start short per piece
+    (`window_shift` kept, or the count's `+ 1` lost).
+    """
+    lengths = [430, 260, 500]  # train pieces 258, 156, 300 samples (60 %)
+    xs = _folder(tmp_path, lengths)
+    n, batch = 12_000, 64  # 20 draws per start: P(some start missed) ~ 600 e^-20
+    dm = _dm(tmp_path, splits=[0.6, 0.2, 0.2], x_len=10, seq_len=3, batch_size=batch,
+             window_shift=8000, eval_window_shift=10, train_examples_per_epoch=n)
+    span = 3 * 10 + 10
+    starts = {(i, a) for i, x in enumerate(xs)  # naive: every start of each file's train 60 %
+              for a in range(0, round(0.6 * len(x)) - span + 1)}
+    assert len(starts) == (258 - 39) + (156 - 39) + (300 - 39)
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, RandomStartSampler) and loader.sampler.num_samples == n
+    assert len(loader) == -(-n // batch)
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        seen: list[tuple[int, int]] = []
+        for b in loader:
+            for ex in b.numpy():
+                i = _file_of(float(ex[0, 0]))
+                a = int(round((float(ex[0, 0]) - (i + 1)) * 4 * max(lengths)))
+                naive = np.stack([xs[i][a + 10 * j : a + 10 * j + 10] for j in range(4)])
+                assert np.array_equal(ex, naive), (i, a)  # frames of one file, hop apart
+                seen.append((i, a))
+        assert len(seen) == n
+        assert set(seen) == starts  # every one, the last of each piece included
+        assert (2, round(0.6 * 500) - span) in seen
+
+
 def test_random_crop_epochs_are_seeded_per_epoch() -> None:
     s = RandomStartSampler(1000, 64, seed=1)
     e0, e1 = list(s), list(s)
