@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audiolstm.errors import positive_int
+
 __all__ = [
     "GRID_NAME",
     "LEVELS",
@@ -222,9 +224,7 @@ def linear_pieces(cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     0 for an unused piece). Then `P(bin k) = Σ_p fraction · P_own(start_p ≤ cell < stop_p)`,
     the uniform spreading of `spread_matrix` without listing every cell (M may be 65536).
     """
-    if isinstance(cells, bool) or int(cells) != cells or cells < 2:
-        raise ValueError(f"cells must be an integer >= 2, got {cells!r}")
-    m = int(cells)
+    m = positive_int(cells, "cells", minimum=2, error=ValueError)
     start = np.zeros((LEVELS, 3), dtype=np.int64)
     stop = np.ones((LEVELS, 3), dtype=np.int64)
     frac = np.zeros((LEVELS, 3), dtype=np.float64)

@@ -25,7 +25,7 @@ from audiolstm.data.audio import load_audio, write_wav
 from audiolstm.data.datamodule import AudioDataModule
 from audiolstm.data.splits import SPLITS
 from audiolstm.data.state import DataState
-from audiolstm.errors import UserError
+from audiolstm.errors import UserError, check_temperature
 from audiolstm.evaluation.metrics import generation_metrics
 from audiolstm.evaluation.plots import plot_generation
 from audiolstm.generation.reconstruction import CROSSFADE, frame_signal, frames_to_audio
@@ -210,8 +210,9 @@ def run(cfg) -> dict[str, Any]:
         source, split = f"{s.split} split ({seed_file})", s.split
     seed_audio, start = pick_seed(seed_signal, sr, s.seconds, s.start_seconds, s.seed, source)
 
-    if cfg.temperature < 0 or cfg.feedback_noise < 0:
-        raise UserError("temperature and feedback_noise must be >= 0")
+    check_temperature(cfg.temperature, "temperature", UserError)
+    if not cfg.feedback_noise >= 0:
+        raise UserError(f"feedback_noise={cfg.feedback_noise!r} must be >= 0")
     sampling = Sampling(cfg.temperature, cfg.feedback_noise,
                         torch.Generator(device=device).manual_seed(int(s.seed)))
     torch.manual_seed(int(s.seed))  # the heads' sampling draws from the global generator

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiolstm.errors import check_temperature, positive_int
 from audiolstm.evaluation.likelihood import linear_pieces
 
 __all__ = ["GaussianHead", "LogisticMixtureHead"]
@@ -40,25 +41,12 @@ Reduction = Literal["mean", "none"]
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def _check_temperature(temperature: float) -> float:
-    temperature = float(temperature)
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    return temperature
-
-
 def _reduce(nll: Tensor, reduction: Reduction) -> Tensor:
     if reduction == "mean":
         return nll.mean()
     if reduction == "none":
         return nll
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-
-
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------- Gaussian
@@ -79,8 +67,8 @@ class GaussianHead(nn.Module):
 
     def __init__(self, hidden: int, dim: int, min_log_scale: float = -7.0) -> None:
         super().__init__()
-        self.hidden = _check_positive_int(hidden, "hidden")
-        self.dim = _check_positive_int(dim, "dim")
+        self.hidden = positive_int(hidden, "hidden", error=ValueError)
+        self.dim = positive_int(dim, "dim", error=ValueError)
         self.min_log_scale = float(min_log_scale)
         self.proj = nn.Linear(self.hidden, 2 * self.dim)
 
@@ -126,7 +114,7 @@ class GaussianHead(nn.Module):
         self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
     ) -> Tensor:
         """`mean + temperature · σ · ε`, ε ~ N(0, 1); temperature 0 returns exactly the mean."""
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         mean, log_scale = self._split(params)
         if temperature == 0.0:
             return mean.clone()
@@ -205,10 +193,10 @@ class LogisticMixtureHead(nn.Module):
         grid: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__()
-        self.hidden = _check_positive_int(hidden, "hidden")
-        self.dim = _check_positive_int(dim, "dim")
-        self.components = _check_positive_int(components, "components")
-        self.bins = _check_positive_int(bins, "bins")
+        self.hidden = positive_int(hidden, "hidden", error=ValueError)
+        self.dim = positive_int(dim, "dim", error=ValueError)
+        self.components = positive_int(components, "components", error=ValueError)
+        self.bins = positive_int(bins, "bins", error=ValueError)
         if self.bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
         self.min_log_scale = float(min_log_scale)
@@ -324,7 +312,7 @@ class LogisticMixtureHead(nn.Module):
         choice and shrinks the noise. T = 0 is the deterministic argmax path: the mean of
         the most likely component.
         """
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         lo, hi = self._grid(grid)
         logits, means, log_scales = self._split(params)
         if temperature == 0.0:

@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 
+from audiolstm.errors import UserError, check_temperature
 from audiolstm.generation.pipeline import continue_audio, write_outputs
+from audiolstm.generation.settings import applied_settings
 from audiolstm.generation.strategies import Sampling
 from audiolstm.models.base import float32_eval
 from audiolstm.runinfo import SAMPLE_FIELDS
@@ -76,6 +79,19 @@ class ReseedEachBatch(Callback):
                              batch: Any, batch_idx: int) -> None:
         torch.manual_seed((self.seed * 1_000_003 + trainer.global_rank * 7919
                            + trainer.global_step) % 2**63)
+
+
+def check_sample_generation(cfg: Any) -> None:
+    """The sample callback's settings, checked before any data is read (not after the first
+    epoch): a frame setting its model does not read, a bad temperature; one line each."""
+    sample = OmegaConf.select(cfg, "callbacks.sample_generation")
+    if not sample:
+        return
+    given = {k: sample[k] for k in ("strategy", "deticking", "feedback_noise") if k in sample}
+    applied_settings(cfg.model.arch == "frame_rnn", cfg.data.hop or cfg.data.x_len,
+                     cfg.data.x_len, key="callbacks.sample_generation.", **given)
+    check_temperature(sample.get("temperature", 0.0), "callbacks.sample_generation.temperature",
+                      UserError)
 
 
 class SampleGeneration(Callback):
