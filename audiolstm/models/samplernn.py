@@ -245,7 +245,7 @@ class SampleRNN(AudioModel):
     def _check_data(self, x_len: int) -> None:
         ds = self.data_state
         if ds is not None:
-            check_data(ds.repr_kind, ds.standardized, ds.step, x_len)
+            check_data(ds.repr_kind, ds.standardized, ds.data.get("hop"), x_len)
 
     def _chunk_len(self, n: int) -> int:
         return self.hparams.tbptt_steps * self.lookback if self.hparams.tbptt_steps else n
