@@ -329,7 +329,7 @@ def test_generate_from_a_seed_file_with_overlap(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("make,msg", [
     (lambda p: None, "no such file"),
-    (lambda p: p.write_bytes(b""), r"empty file \(0 bytes\), expected a .ckpt checkpoint"),
+    (lambda p: p.write_bytes(b""), "empty file (0 bytes), expected a .ckpt checkpoint"),
     (lambda p: p.write_bytes(b"not a checkpoint at all" * 10), "not a readable PyTorch"),
     (lambda p: torch.save({"weights": torch.zeros(2)}, p), "not an audiolstm checkpoint"),
 ])
