@@ -234,26 +234,6 @@ def list_audio_files(directory: str | Path, recursive: bool = False) -> list[Pat
     return files
 
 
-def load_folder(
-    directory: str | Path, sample_rate: int
-) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """Load and concatenate every audio file in a folder, in name order.
-
-    Returns the signal and `[(file_name, start_sample), ...]` so tools can tell which
-    file a window came from; a bad file raises the `UserError` naming that file.
-    """
-    parts: list[np.ndarray] = []
-    boundaries: list[tuple[str, int]] = []
-    start = 0
-    for file in list_audio_files(directory):
-        x = load_audio(file, sample_rate)
-        parts.append(x)
-        boundaries.append((file.name, start))
-        start += len(x)
-    signal = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return np.ascontiguousarray(signal, dtype=np.float32), boundaries
-
-
 # --------------------------------------------------------------------------- writing
 
 

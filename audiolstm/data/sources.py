@@ -506,21 +506,3 @@ def corpus_from_config(data: Mapping[str, Any], progress: bool | None = None) ->
         decode_workers=data.get("decode_workers"),
         on_bad_file=data.get("on_bad_file", "error"), progress=progress,
     )
-
-
-def source_signal(
-    source: str,
-    path: str | None,
-    sample_rate: int,
-    cache_dir: str | Path,
-    synth_seconds: float,
-    synth_seed: int,
-    **options: Any,
-) -> tuple[np.ndarray, dict]:
-    """The corpus signal and its meta `{"source", "path", "sample_rate", "num_samples",
-    "boundaries": [(name, start), ...], "files": [...], "skipped": [...]}`.
-
-    `options` are `load_corpus`'s (recursive, decode_workers, on_bad_file, progress).
-    """
-    c = load_corpus(source, path, sample_rate, cache_dir, synth_seconds, synth_seed, **options)
-    return c.signal, c.meta

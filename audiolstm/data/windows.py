@@ -250,19 +250,6 @@ class WindowDataset(Dataset):
         group = np.searchsorted(self._starts, indices, side="right") - 1
         return group, indices - self._starts[group]
 
-    def start_of(self, i: int) -> tuple[int, int]:
-        """(segment, position in the signal of the example's first sample) of example i."""
-        group, local = self._locate(np.array([i], dtype=np.int64))
-        seg, origin = self._origins[int(group[0])]
-        return seg, origin + int(local[0]) * self.spec.window_shift
-
-    def counts_per_segment(self) -> list[int]:
-        """Examples each segment yields (0 for one shorter than an example)."""
-        out = [0] * len(self.segments)
-        for (seg, _), c in zip(self._origins, self._counts, strict=True):
-            out[seg] += c
-        return out
-
     def _buffer(self, b: int) -> np.ndarray:
         shape = (b, self.spec.seq_len + 1, self.spec.x_len)
         if not self.reuse_buffers or get_worker_info() is not None:

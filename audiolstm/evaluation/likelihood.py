@@ -46,7 +46,6 @@ from audiolstm.errors import positive_int
 __all__ = [
     "GRID_NAME",
     "LEVELS",
-    "bin_bounds",
     "bin_index",
     "bits",
     "discrete_log_prob",
@@ -84,16 +83,6 @@ def bin_index(x: Tensor) -> Tensor:
         raise ValueError("bin_index: samples must be finite")
     k = torch.floor((x.to(torch.float64) + 1.0) * (LEVELS / 2.0))
     return k.clamp(0, LEVELS - 1).long()
-
-
-def bin_bounds(k: Tensor) -> tuple[Tensor, Tensor]:
-    """(lower, upper) edge of bins `k`, float64, with −∞ / +∞ for the two edge bins."""
-    k = torch.as_tensor(k).long()
-    lo = -1.0 + 2.0 * k.to(torch.float64) / LEVELS
-    hi = lo + 2.0 / LEVELS
-    lo = torch.where(k == 0, torch.full_like(lo, -math.inf), lo)
-    hi = torch.where(k == LEVELS - 1, torch.full_like(hi, math.inf), hi)
-    return lo, hi
 
 
 # ----------------------------------------------------------------------------- Gaussian

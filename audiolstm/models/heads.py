@@ -245,13 +245,6 @@ class LogisticMixtureHead(nn.Module):
         e = torch.where(k <= 0, torch.full_like(e, -math.inf), e)
         return torch.where(k >= self.bins, torch.full_like(e, math.inf), e)
 
-    def bin_centre(self, k: Tensor, dtype: torch.dtype | None = None,
-                   grid: tuple[float, float] | None = None) -> Tensor:
-        """Centre of cell k (of its finite width, for the edge cells too)."""
-        lo, hi = self._grid(grid)
-        return lo + (hi - lo) * (2.0 * k.to(dtype or torch.get_default_dtype()) + 1.0) / (
-            2 * self.bins)
-
     def _log_cells(self, params: Tensor, start: Tensor, stop: Tensor,
                    grid: tuple[float, float] | None) -> Tensor:
         """log P(cells start … stop − 1) under the mixture: `[..., P]` for `[..., P]` indices."""
