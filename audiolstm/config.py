@@ -28,7 +28,7 @@ from audiolstm.models.base import DEFAULT_OPTIMIZER
 from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
 from audiolstm.models.quantize import KINDS as QUANTIZATIONS
 from audiolstm.models.registry import ARCHS, samplernn_tiers, unused_settings
-from audiolstm.models.samplernn import check_frame_sizes
+from audiolstm.models.samplernn import check_data, check_frame_sizes
 
 
 @dataclass
@@ -125,8 +125,7 @@ def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
     if not 0.0 <= model.scheduled_sampling <= 1.0:
         raise UserError(f"{key}.scheduled_sampling={model.scheduled_sampling!r} must be in [0, 1]")
     positive_int(model.mixture_components, f"{key}.mixture_components")
-    if model.mixture_bins < 2:
-        raise UserError(f"{key}.mixture_bins={model.mixture_bins!r} must be >= 2")
+    positive_int(model.mixture_bins, f"{key}.mixture_bins", minimum=2)
     sizes = list(model.hidden_sizes)
     if not sizes or any(not isinstance(h, int) or h <= 0 for h in sizes):
         raise UserError(f"{key}.hidden_sizes={sizes!r} must be a non-empty list of positive ints")
@@ -145,10 +144,9 @@ def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
     if model.arch == "samplernn":
         check_frame_sizes(list(model.frame_sizes))
         samplernn_tiers(list(model.hidden_sizes))
-        for name in ("q_levels", "mlp_hidden", "embed_dim"):
+        for name in ("mlp_hidden", "embed_dim"):
             positive_int(getattr(model, name), f"{key}.{name}")
-        if model.q_levels < 2:
-            raise UserError(f"{key}.q_levels={model.q_levels!r} must be >= 2")
+        positive_int(model.q_levels, f"{key}.q_levels", minimum=2)
 
 
 def validate_likelihood(cfg: DictConfig) -> None:
@@ -173,13 +171,8 @@ def validate_likelihood(cfg: DictConfig) -> None:
             "over the audio's samples, so its bits/sample would not be a likelihood of the "
             "audio; use repr=time repr.standardize=false (or model.head=mse)")
     if model.arch == "samplernn":
-        if features:
-            raise UserError(f"model.arch=samplernn with {what}: SampleRNN models raw samples; "
-                            "use repr=time repr.standardize=false")
-        hop, x_len = cfg.data.hop, cfg.data.x_len
-        if hop is not None and hop != x_len:
-            raise UserError(f"data.hop={hop}: model.arch=samplernn reads frames as one "
-                            f"contiguous signal; leave data.hop unset (= data.x_len={x_len})")
+        x_len = cfg.data.x_len
+        check_data(rep.kind, rep.standardize, cfg.data.hop, x_len)
         top = model.frame_sizes[0]
         if (cfg.data.seq_len + 1) * x_len <= top:
             raise UserError(

@@ -20,11 +20,10 @@ from audiolstm.data.audio import (
     AUDIO_EXTENSIONS,
     list_audio_files,
     load_audio,
-    load_folder,
     write_wav,
 )
 from audiolstm.data.cache import cached_signal
-from audiolstm.data.sources import source_signal
+from audiolstm.data.sources import load_corpus
 from audiolstm.errors import UserError
 
 SR = 16000
@@ -311,6 +310,18 @@ def test_non_finite_is_reported_at_the_file_rate(tmp_path):
 
 
 # --------------------------------------------------------------------------- folders
+
+
+def load_folder(d: Path, sr: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """A folder corpus (data=folder), as (signal, [(file name, start sample), ...])."""
+    c = load_corpus("folder", str(d), sr, d.parent / "cache", decode_workers=1)
+    return c.signal, [(f.name, f.start) for f in c.files]
+
+
+def source_signal(source, path, sr, cache, seconds, seed):
+    """`load_corpus` as (signal, meta): what each data source gives the datamodule."""
+    c = load_corpus(source, path, sr, cache, seconds, seed)
+    return c.signal, c.meta
 
 
 def test_load_folder_order_boundaries_and_filtering(tmp_path):

@@ -114,11 +114,8 @@ def test_no_example_crosses_a_file_boundary_against_a_per_file_loop(case):
     if ref:
         got = ds.__getitems__(list(range(len(ds)))).numpy()
         np.testing.assert_array_equal(got, np.stack(ref))
-    # files shorter than one example contribute none
-    assert ds.counts_per_segment() == [spec.count(n) for n in lengths]
-    for i in range(len(ds)):
-        seg, a = ds.start_of(i)
-        assert bounds[seg] <= a and a + spec.span <= bounds[seg + 1]
+        # every sample says its file (its thousands): no example mixes two
+        assert (got // 1000 == got[:, :1, :1] // 1000).all()
 
 
 def test_the_issues_probe_val_never_mixes_two_files(tmp_path: Path) -> None:
@@ -498,9 +495,9 @@ def test_mp3_from_an_external_encoder_is_read(tmp_path: Path) -> None:
 
 def test_random_crops_are_uniform_over_every_valid_start_of_every_file(tmp_path: Path) -> None:
     lengths = [700, 450, 300, 2200]  # train pieces 420, 270, 180, 1320; span 400
-    _folder(tmp_path, lengths)
-    dm = _dm(tmp_path, splits=[0.6, 0.2, 0.2], x_len=100, seq_len=3, window_shift=100,
-             train_examples_per_epoch=40_000)
+    xs = _folder(tmp_path, lengths)
+    dm = _dm(tmp_path, splits=[0.6, 0.2, 0.2], x_len=100, seq_len=3, window_shift=8000,
+             eval_window_shift=100, train_examples_per_epoch=40_000)
     ds = dm.dataset("train")
     starts = []  # every valid start (every sample position) of every train piece
     for p in dm.plan.pieces["train"]:
@@ -515,15 +512,57 @@ def test_random_crops_are_uniform_over_every_valid_start_of_every_file(tmp_path:
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     dof = len(ds) - 1
     assert chi2 < dof + 5 * np.sqrt(2 * dof)  # ~5 sigma; a biased sampler is far outside
-    # every index is one start, none crossing a boundary
-    got = sorted({ds.start_of(i)[1] for i in range(len(ds))})
+    # every index is one start, none crossing a boundary (a sample says where it is)
+    first = ds.__getitems__(list(range(len(ds)))).numpy()[:, 0, 0].astype(np.float64)
+    f = np.floor(first).astype(int) - 1
+    pos = np.rint((first - (f + 1)) * 4 * max(lengths)).astype(int)
+    got = sorted({dm.corpus.files[i].start + k for i, k in zip(f, pos, strict=True)})
     assert got == starts
     batch = next(iter(dm.train_dataloader()))
     files = np.floor(batch.numpy().reshape(len(batch), -1))
     assert (files == files[:, :1]).all()
     # val/test stay the deterministic windows
-    assert len(dm.dataset("val")) == sum(dm.eval_spec.count(p.length)
-                                         for p in dm.plan.pieces["val"])
+    assert len(dm.dataset("val")) == sum(  # naive: the val windows of every file, 100 apart
+        len(naive_examples(x[round(0.6 * len(x)) : round(0.8 * len(x))], 100, 3, 100))
+        for x in xs)
+
+
+def test_the_random_crop_loader_draws_every_valid_start_and_nothing_else(tmp_path: Path
+                                                                       ) -> None:
+    """The training *loader* of a random-crop datamodule, end to end, on a tiny corpus:
+    its sampler and length, and exact coverage of every valid start (each example checked
+    against naive slicing), epoch after epoch.
+
+    Mutants caught (each tried): a datamodule that ignores `train_examples_per_epoch`
+    (its sliding windows: another sampler, length and starts), a sampler that never draws
+    the last valid start (`integers(0, n - 1)`), a crop dataset one start short per piece
+    (`window_shift` kept, or the count's `+ 1` lost).
+    """
+    lengths = [430, 260, 500]  # train pieces 258, 156, 300 samples (60 %)
+    xs = _folder(tmp_path, lengths)
+    n, batch = 12_000, 64  # 20 draws per start: P(some start missed) ~ 600 e^-20
+    dm = _dm(tmp_path, splits=[0.6, 0.2, 0.2], x_len=10, seq_len=3, batch_size=batch,
+             window_shift=8000, eval_window_shift=10, train_examples_per_epoch=n)
+    span = 3 * 10 + 10
+    starts = {(i, a) for i, x in enumerate(xs)  # naive: every start of each file's train 60 %
+              for a in range(0, round(0.6 * len(x)) - span + 1)}
+    assert len(starts) == (258 - 39) + (156 - 39) + (300 - 39)
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, RandomStartSampler) and loader.sampler.num_samples == n
+    assert len(loader) == -(-n // batch)
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        seen: list[tuple[int, int]] = []
+        for b in loader:
+            for ex in b.numpy():
+                i = _file_of(float(ex[0, 0]))
+                a = int(round((float(ex[0, 0]) - (i + 1)) * 4 * max(lengths)))
+                naive = np.stack([xs[i][a + 10 * j : a + 10 * j + 10] for j in range(4)])
+                assert np.array_equal(ex, naive), (i, a)  # frames of one file, hop apart
+                seen.append((i, a))
+        assert len(seen) == n
+        assert set(seen) == starts  # every one, the last of each piece included
+        assert (2, round(0.6 * 500) - span) in seen
 
 
 def test_random_crop_epochs_are_seeded_per_epoch() -> None:

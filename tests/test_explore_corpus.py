@@ -22,7 +22,7 @@ from audiolstm.analysis.explore.statistics import (
 )
 from audiolstm.analysis.explore.study import split_marks
 from audiolstm.data.normalize import SCHEMES, fit_normalizer
-from audiolstm.data.splits import SPLITS, split_bounds
+from audiolstm.data.splits import SPLITS
 from audiolstm.errors import UserError
 from tests.conftest import run_script
 
@@ -60,11 +60,17 @@ def _naive(x: np.ndarray, threshold: float, window: int) -> tuple[float, float, 
     return math.sqrt(float(np.mean(x64**2))), float(np.max(np.abs(x64))), silent / x.size
 
 
+def _cut_80_10_10(n: int) -> dict[str, tuple[int, int]]:
+    """A file of n samples cut 80/10/10 by hand: ends at round(0.8 n) and round(0.9 n)."""
+    a, b = round(0.8 * n), round(0.9 * n)
+    return {"train": (0, a), "val": (a, b), "test": (b, n)}
+
+
 def _per_file_time_split(bounds: list[tuple[str, int]], n: int) -> dict[str, list[tuple[int, int]]]:
     """Every file cut 80/10/10 (what data.split_by=time does): many ranges per split."""
     out: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
     for _, a, b in file_ranges(bounds, n):
-        for s, (lo, hi) in split_bounds(b - a, [0.8, 0.1, 0.1]).items():
+        for s, (lo, hi) in _cut_80_10_10(b - a).items():
             out[s].append((a + lo, a + hi))
     return out
 
@@ -229,7 +235,7 @@ def test_explore_command_on_a_folder(tmp_path: Path) -> None:
     # split_by=time (the default): every file is split by data.splits, as training does
     ranges: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
     for (_, x), (_, start) in zip(files, bounds, strict=True):
-        for s, (a, b) in split_bounds(x.size, [0.8, 0.1, 0.1]).items():
+        for s, (a, b) in _cut_80_10_10(x.size).items():
             ranges[s].append((start + a, start + b))
     threshold = 0.01 * math.sqrt(float(np.mean(signal.astype(np.float64) ** 2)))
     for f, (name, x), (_, start) in zip(rows, files, bounds, strict=True):

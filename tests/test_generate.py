@@ -13,6 +13,7 @@ import torch
 from audiolstm.data.normalize import fit_normalizer
 from audiolstm.data.representation import Representation
 from audiolstm.data.state import DataState
+from audiolstm.errors import UserError
 from audiolstm.evaluation.metrics import tick_score
 from audiolstm.generation.pipeline import continue_audio
 from audiolstm.generation.reconstruction import (
@@ -21,7 +22,12 @@ from audiolstm.generation.reconstruction import (
     frames_to_audio,
     overlap_add,
 )
-from audiolstm.generation.strategies import generate_frames, generate_refeed, generate_stateful
+from audiolstm.generation.strategies import (
+    Sampling,
+    generate_frames,
+    generate_refeed,
+    generate_stateful,
+)
 from audiolstm.models.frame_rnn import AudioRNN
 from audiolstm.training.run import run
 from tests.conftest import SMOKE, compose_cfg, run_script
@@ -229,7 +235,8 @@ def test_known_answer_pins_the_seed_generation_boundary(hop: int, deticking: str
     b = torch.linspace(-1.0, 1.5, x_len)
     seed = np.random.default_rng(3).normal(0.1, 0.2, 44).astype(np.float32)
     cont = continue_audio(_constant_model(b), state, seed, "test", seconds=40 / sr,
-                          deticking=deticking, crossfade=4)
+                          deticking=deticking,
+                          crossfade=4 if deticking == "crossfade" else None)
     seed_len = 40 if hop == x_len else 44  # whole frames of the seed
     assert cont.seed_len == seed_len and len(cont.generated) == 40
     assert np.array_equal(cont.audio[:seed_len], seed[:seed_len])
@@ -322,7 +329,7 @@ def test_generate_from_a_seed_file_with_overlap(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("make,msg", [
     (lambda p: None, "no such file"),
-    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_bytes(b""), "empty file (0 bytes), expected a .ckpt checkpoint"),
     (lambda p: p.write_bytes(b"not a checkpoint at all" * 10), "not a readable PyTorch"),
     (lambda p: torch.save({"weights": torch.zeros(2)}, p), "not an audiolstm checkpoint"),
 ])
@@ -412,3 +419,120 @@ def test_streams_side_by_side_equal_one_at_a_time(strategy: str) -> None:
         alone = generate_frames(model, seeds[b], 6, strategy, window=3)
         torch.testing.assert_close(batched[b], alone, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(batched[0], batched[1])
+
+
+# --------------------------------------------------------------------------- settings that apply
+
+
+def _checkpoint(model, state: DataState, path: Path) -> Path:
+    """A checkpoint as training writes it (weights, hyper-parameters, data state), cheaply."""
+    ckpt: dict = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.data_state = state
+    model.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+def _sample_model():
+    from audiolstm.models.samplernn import SampleRNN
+
+    torch.manual_seed(0)
+    return SampleRNN(frame_sizes=[4], hidden=6, mlp_hidden=8, embed_dim=3).eval()
+
+
+def _generate(tmp_path: Path, ckpt: Path, *overrides: str) -> dict:
+    """generate.py's job in-process on a 0.05 s seed file; returns generated.json."""
+    from audiolstm.generation.pipeline import run as generate
+
+    seed = tmp_path / "seed.wav"
+    if not seed.exists():
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        sf.write(seed, (0.1 * np.sin(np.arange(800) / 5)).astype(np.float32), 8000)
+    out = tmp_path / "gen"
+    generate(compose_cfg([f"ckpt_path={ckpt}", f"seed.path={seed}", "seed.seconds=0.05",
+                          "seconds=0.01", "device=cpu", "progress=false", *overrides], out,
+                         config_name="generate"))
+    return json.loads((out / "generated.json").read_text())["settings"]
+
+
+def _sample_checkpoint(tmp_path: Path) -> Path:
+    norm = fit_normalizer("std", np.random.default_rng(4).normal(0.0, 0.05, 3000))
+    return _checkpoint(_sample_model(), _data_state(8, None, "time", norm), tmp_path / "s.ckpt")
+
+
+def test_samplernn_generation_records_no_frame_setting(tmp_path: Path) -> None:
+    """Mutant caught: generated.json listing strategy, window, deticking, crossfade,
+    feedback_noise (and a `head`) for SampleRNN, as if used (the code the issue reported)."""
+    settings = _generate(tmp_path, _sample_checkpoint(tmp_path))
+    assert not {"strategy", "window", "deticking", "crossfade", "feedback_noise",
+                "head"} & set(settings)
+    assert settings["temperature"] == 1.0 and settings["seconds"] == 0.01
+
+
+@pytest.mark.parametrize("override", ["strategy=sliding", "window=8", "deticking=none",
+                                      "crossfade=16", "feedback_noise=0.1"])
+def test_samplernn_refuses_frame_settings(tmp_path: Path, override: str) -> None:
+    """SampleRNN reads no strategy, window, deticking, crossfade or feedback noise.
+
+    Mutants caught: the SampleRNN path ignoring them (the code the issue reported), and
+    `applied_settings` comparing against the wrong "unused" value (e.g. crossfade 64,
+    so crossfade=16 would pass); the API (`continue_audio`) refusing them too.
+    """
+    ckpt = _sample_checkpoint(tmp_path)
+    with pytest.raises(UserError, match=rf"^{override} has no effect on SampleRNN .*leave it at"):
+        _generate(tmp_path / "refused", ckpt, override)
+    assert not (tmp_path / "refused/gen").exists()
+    model = _sample_model()
+    model.data_state = _data_state(8, None, "time", fit_normalizer("none", np.zeros(4)))
+    name = override.split("=")[0]
+    value = {"strategy": "refeed", "window": 8, "deticking": "ola", "crossfade": 16,
+             "feedback_noise": 0.1}[name]
+    kw = {"sampling": Sampling(feedback_noise=value)} if name == "feedback_noise" else {
+        name: value}
+    with pytest.raises(UserError, match=f"^{name}="):
+        continue_audio(model, model.data_state, np.zeros(40, np.float32), "val", 0.001, **kw)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ([], {"strategy": "stateful", "deticking": "none", "feedback_noise": 0.0}),
+    (["strategy=sliding", "deticking=crossfade", "feedback_noise=0.2"],
+     {"strategy": "sliding", "window": 40, "deticking": "crossfade", "crossfade": 64,
+      "feedback_noise": 0.2}),
+])
+def test_frame_generation_records_what_applied(tmp_path: Path, overrides: list[str],
+                                               expected: dict) -> None:
+    """`window` only with sliding, `crossfade` only with crossfade, defaults resolved.
+
+    Mutant caught: recording the config's `window`/`crossfade` whatever the strategy
+    and de-ticking (the code the issue reported: `window: 40` beside `stateful`).
+    """
+    norm = fit_normalizer("std", np.random.default_rng(2).normal(0.1, 0.2, 5000))
+    ckpt = _checkpoint(_constant_model(torch.linspace(-1, 1, 8)),
+                       _data_state(8, None, "time", norm), tmp_path / "f.ckpt")
+    settings = _generate(tmp_path, ckpt, *overrides)
+    got = {k: settings[k] for k in ("strategy", "window", "deticking", "crossfade",
+                                    "feedback_noise") if k in settings}
+    assert got == expected and settings["head"] == "mse"
+
+
+@pytest.mark.parametrize("given,result", [
+    ({"strategy": "sliding", "window": 3}, {"strategy": "sliding", "window": 3,
+                                             "deticking": "none", "feedback_noise": 0.0}),
+    ({"deticking": "crossfade", "crossfade": 5},
+     {"strategy": "stateful", "deticking": "crossfade", "crossfade": 5, "feedback_noise": 0.0}),
+    ({"window": 3}, "window=3 is read by strategy=sliding only (strategy=stateful)"),
+    ({"crossfade": 5}, "crossfade=5 is read by deticking=crossfade only (deticking=auto "
+                       "means none here)"),
+    ({"strategy": "backwards"}, "strategy='backwards' is not one of stateful, refeed, sliding"),
+])
+def test_frame_settings_apply_or_are_refused(given: dict, result) -> None:
+    """Mutant caught: `applied_settings` that drops an unread window or crossfade instead
+    of refusing it (the run would look as if it had used them)."""
+    from audiolstm.generation.settings import applied_settings
+
+    if isinstance(result, dict):
+        assert applied_settings(True, 8, 8, **given) == result
+    else:
+        with pytest.raises(UserError) as e:
+            applied_settings(True, 8, 8, **given)
+        assert str(e.value) == result

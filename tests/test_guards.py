@@ -13,6 +13,7 @@ import pytest
 from audiolstm.config import validate_train
 from audiolstm.errors import UserError
 from audiolstm.evaluation.likelihood import GRID_NAME
+from audiolstm.training.callbacks import check_sample_generation
 from audiolstm.training.run import run
 from tests.conftest import SMOKE, compose_cfg, run_script
 
@@ -38,12 +39,32 @@ REFUSED = [
     (["model.head=gaussian", "model.mixture_bins=1024"],
      ["model.mixture_bins=1024", "model.head=logistic_mixture"]),
     (["model.stft_weight=0.5"], ["model.stft_weight=0.5", "model.loss=mse+stft"]),
+    # issue 20: random crops draw every start, so the windows' spacing would not apply
+    (["data.train_examples_per_epoch=64", "data.window_shift=4000"],
+     ["data.window_shift=4000 has no effect", "data.eval_window_shift"]),
+    (["data.train_examples_per_epoch=64", "data.offsets=[0,1000]"],
+     ["data.offsets=[0, 1000] has no effect", "leave data.offsets at [0]"]),
+    # frames with gaps cannot be joined back into audio
+    (["data.hop=2500"], ["data.hop=2500 > data.x_len=2000"]),
+    # SampleRNN's samples during training: frame settings it does not read (checked by
+    # training.callbacks.check_sample_generation, which sits above config's layer)
+    (["model=samplernn_2tier", "callbacks.sample_generation.strategy=refeed"],
+     ["callbacks.sample_generation.strategy=refeed has no effect on SampleRNN"]),
+    (["model=samplernn_2tier", "callbacks.sample_generation.feedback_noise=0.1"],
+     ["callbacks.sample_generation.feedback_noise=0.1 has no effect on SampleRNN"]),
+    (["callbacks.sample_generation.deticking=ola"],
+     ["deticking=ola needs overlapping frames"]),
+    (["callbacks.sample_generation.temperature=-1"],
+     ["callbacks.sample_generation.temperature=-1 must be a finite number >= 0"]),
 ]
 
 
 def _refusal(overrides: list[str]) -> str | None:
+    """What training refuses before reading any data (train.py's first checks)."""
     try:
-        validate_train(compose_cfg(overrides))
+        cfg = compose_cfg(overrides)
+        validate_train(cfg)
+        check_sample_generation(cfg)
     except UserError as e:
         return str(e)
     return None
@@ -52,6 +73,10 @@ def _refusal(overrides: list[str]) -> str | None:
 @pytest.mark.parametrize("overrides,fragments", REFUSED, ids=lambda v: " ".join(v))
 def test_refused_with_one_line_naming_the_fields(overrides: list[str],
                                                  fragments: list[str]) -> None:
+    """Mutants caught by the issue-20 entries (each tried): `validate_data` without the
+    random-crop check (window_shift/offsets silently unused for training) or without
+    `hop <= x_len`, and training without the sample callback's check (SampleRNN would
+    fail, or ignore the setting, only after its first epoch)."""
     msg = _refusal(overrides)
     assert msg is not None, f"{overrides} was not refused"
     assert "\n" not in msg

@@ -153,7 +153,7 @@ def test_mixture_probabilities_sum_to_one_over_all_bins() -> None:
     means = torch.randn(1, 1, 2, k, generator=g, dtype=torch.float64) * 0.7
     log_scales = torch.randn(1, 1, 2, k, generator=g, dtype=torch.float64) - 1.5
     params = _mix_params(logits, means, log_scales).expand(bins, 1, 2, 3 * k)
-    centres = head.bin_centre(torch.arange(bins), torch.float64)
+    centres = _centres(bins)
     y = centres[:, None, None].expand(bins, 1, 2)
     probs = head.log_prob(params, y).exp()
     torch.testing.assert_close(probs.sum(0), torch.ones(1, 2, dtype=torch.float64),
@@ -306,6 +306,11 @@ def test_mixture_top_p_one_is_plain_sampling() -> None:
         head.sample(params, 0.9, top_p=1.5)
 
 
+def _centres(bins: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
+    """The centre of each of `bins` equal cells tiling [lo, hi] (float64), by hand."""
+    return lo + (hi - lo) * (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+
+
 # ------------------------------------------------------------- grids and canonical bits
 
 
@@ -322,8 +327,7 @@ def test_mixture_grid_follows_the_normaliser() -> None:
     draws = head.sample(params, 1.0, generator=torch.Generator().manual_seed(0))
     assert draws.max().item() == hi and draws.min().item() >= lo
     assert head.mean(params).max().item() == hi
-    cells = torch.arange(256, dtype=torch.float64)
-    centres = head.bin_centre(cells.long(), torch.float64)
+    centres = _centres(256, lo, hi)
     assert centres[0].item() == pytest.approx(lo + (hi - lo) / 512)
     one = _mix_params([[[[0.0]]]], [[[[2.0]]]], [[[[0.5]]]]).expand(256, 1, 1, 3)
     total = head.log_prob(one, centres[:, None, None]).exp().sum().item()
@@ -337,7 +341,7 @@ def test_mixture_canonical_bits_spread_own_cells_uniformly(bins: int) -> None:
     head = LogisticMixtureHead(hidden=2, dim=1, components=2, bins=bins)
     params = _mix_params([[[[0.3, -0.2]]]], [[[[0.1, -0.5]]]], [[[[-2.0, -1.0]]]])
     own = head.log_prob(params.expand(bins, 1, 1, 6),
-                        head.bin_centre(torch.arange(bins), torch.float64)[:, None, None])
+                        _centres(bins)[:, None, None])
     p_own = own.exp().reshape(-1).numpy()
     canon = head.canonical_log_prob(params.expand(256, 1, 1, 6),
                                     torch.arange(256)[:, None, None]).exp().reshape(-1).numpy()

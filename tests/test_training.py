@@ -120,19 +120,6 @@ def test_init_from_loads_weights_with_new_hyperparameters(tmp_path: Path) -> Non
         run(bad)
 
 
-def test_ckpt_path_last_finds_newest_run(tmp_path: Path) -> None:
-    from audiolstm.training.run import find_last_checkpoint
-
-    for name in ("old", "new"):
-        p = tmp_path / "train/runs" / name / "checkpoints"
-        p.mkdir(parents=True)
-        (p / "last.ckpt").write_bytes(b"x")
-    newest = find_last_checkpoint(tmp_path, "train")
-    assert newest.parent.parent.name == "new"
-    with pytest.raises(Exception, match="no earlier run"):
-        find_last_checkpoint(tmp_path / "empty", "train")
-
-
 @pytest.mark.parametrize("model", [m for m in _options("model") if m != "schema"])
 def test_every_model_config_composes_and_builds(model: str) -> None:
     cfg = compose_cfg([f"model={model}"])

@@ -17,7 +17,7 @@ import soundfile as sf
 import soxr
 
 from audiolstm.atomic import atomic_write
-from audiolstm.errors import UserError
+from audiolstm.errors import UserError, existing_file, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,9 @@ _UNKNOWN_SIZES = {0, 0xFFFFFFFF}  # streaming writers leave these placeholders i
 # --------------------------------------------------------------------------- reading
 
 
-def _check_is_file(p: Path) -> os.stat_result:
+def check_audio_file(p: Path) -> os.stat_result:
     """Stat a path the user named as an audio file, turning each failure into one line."""
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except OSError as e:
-        raise UserError(f"{p}: cannot access ({e.strerror or e})") from None
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, expected an audio file")
-    if st.st_size == 0:
-        raise UserError(f"{p}: empty file (0 bytes)")
-    return st
+    return existing_file(p, str(p), "an audio file")
 
 
 def _riff_truncation(p: Path) -> str | None:
@@ -159,10 +149,9 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
 def decode_audio(path: str | Path, sample_rate: int) -> tuple[np.ndarray, dict]:
     """`load_audio` plus what the file was: `{"rate", "channels", "frames", "format"}`."""
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    positive_int(sample_rate, "sample_rate", error=ValueError)
     p = Path(path)
-    _check_is_file(p)
+    check_audio_file(p)
     try:
         problem = _riff_truncation(p)
         promised = _aiff_promised_frames(p)
@@ -245,26 +234,6 @@ def list_audio_files(directory: str | Path, recursive: bool = False) -> list[Pat
     return files
 
 
-def load_folder(
-    directory: str | Path, sample_rate: int
-) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """Load and concatenate every audio file in a folder, in name order.
-
-    Returns the signal and `[(file_name, start_sample), ...]` so tools can tell which
-    file a window came from; a bad file raises the `UserError` naming that file.
-    """
-    parts: list[np.ndarray] = []
-    boundaries: list[tuple[str, int]] = []
-    start = 0
-    for file in list_audio_files(directory):
-        x = load_audio(file, sample_rate)
-        parts.append(x)
-        boundaries.append((file.name, start))
-        start += len(x)
-    signal = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return np.ascontiguousarray(signal, dtype=np.float32), boundaries
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -274,8 +243,7 @@ def write_wav(path: str | Path, signal: np.ndarray, sample_rate: int) -> None:
     A reader never sees a half-written file; parent folders are created. Signals over
     4 GiB of samples are written as RF64, which plain WAV cannot hold.
     """
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    positive_int(sample_rate, "sample_rate", error=ValueError)
     x = np.asarray(signal, dtype=np.float32)
     if x.ndim not in (1, 2):
         raise ValueError(f"signal must be 1-D (or frames x channels), got shape {x.shape}")

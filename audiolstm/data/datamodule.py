@@ -3,9 +3,13 @@
 The corpus (one file or many) is memory-mapped from the cache, so every DDP rank and
 loader worker shares one copy. A split is a list of pieces, each inside one file
 (`splits.SplitPlan`); the windows datasets are views over the one signal restricted to
-those pieces, so no example spans two files. Datasets are built lazily in the
-`*_dataloader` methods so a state restored from a checkpoint (`load_state_dict`,
-called by Lightning after `setup`) is what they use.
+those pieces, so no example spans two files.
+
+A checkpoint's state (`load_state_dict`) fixes the split plan (`plan_splits(recorded=)`),
+the fitted normaliser and the representation. `training.run` loads it before `setup`;
+Lightning's own restore calls it after `setup`, so then the plan is drawn again from the
+record (the corpus stays memory-mapped): either way the checkpoint's files keep their
+splits.
 """
 
 from __future__ import annotations
@@ -405,12 +409,18 @@ class AudioDataModule(pl.LightningDataModule):
         return self.data_state().to_dict()
 
     def load_state_dict(self, state: dict[str, Any] | DataState) -> None:
+        """Adopt a checkpoint's plan, normaliser and representation (before or after setup)."""
         ds = state if isinstance(state, DataState) else DataState.from_dict(state)
-        self._recorded = dict(ds.meta.get("corpus") or {})
+        recorded = dict(ds.meta.get("corpus") or {})
+        replan = self.signal is not None and recorded != self._recorded
+        self._recorded = recorded
         if ds.normalizer_state is not None:
             self.normalizer = ds.normalizer()
         if ds.representation_state is not None:
             self.representation.load_state_dict(dict(ds.representation_state))
+        if replan:  # set up already (Lightning restores after setup): plan from the record
+            self.signal = None
+            self.setup()
 
     @classmethod
     def from_data_state(cls, state: DataState, **data_overrides: Any) -> AudioDataModule:

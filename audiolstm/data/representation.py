@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiolstm.errors import UserError
+from audiolstm.errors import UserError, positive_int
 
 KINDS = ("time", "fft", "rfft")
 #: std floor, relative to the mean std over dims: identically-zero dims must not blow up.
@@ -35,8 +35,7 @@ class Representation:
     def __init__(self, kind: str, x_len: int, standardize: bool = False) -> None:
         if kind not in KINDS:
             raise UserError(f"repr.kind={kind!r} is unknown; choose one of {', '.join(KINDS)}")
-        if isinstance(x_len, bool) or not isinstance(x_len, int) or x_len < 1:
-            raise UserError(f"data.x_len must be a positive integer, got {x_len!r}")
+        positive_int(x_len, "data.x_len")
         self.kind = kind
         self.x_len = x_len
         self.standardize = standardize

@@ -104,7 +104,13 @@ def validate_data(data: Any, key: str = "data") -> None:
     for name in ("sample_rate", "x_len", "seq_len", "window_shift", "batch_size"):
         positive_int(getattr(data, name), f"{key}.{name}")
     positive_int(data.hop, f"{key}.hop", allow_none=True)
+    if data.hop is not None and data.hop > data.x_len:
+        raise UserError(f"{key}.hop={data.hop} > {key}.x_len={data.x_len}: frames with gaps "
+                        "between them cannot be joined back into audio (generation would "
+                        f"play them end to end); use {key}.hop <= {key}.x_len")
     positive_int(data.eval_window_shift, f"{key}.eval_window_shift", allow_none=True)
+    if data.train_examples_per_epoch is not None:
+        _check_random_crops(data, key)
     if data.synth_seconds <= 0:
         raise UserError(f"{key}.synth_seconds={data.synth_seconds!r} must be > 0")
     if data.num_workers < 0:
@@ -146,6 +152,22 @@ def _number(value: Any) -> bool:
             and math.isfinite(value))
 
 
+def _check_random_crops(data: Any, key: str) -> None:
+    """Random-crop epochs draw every start: `window_shift` and `offsets` would not apply.
+
+    They would still space the validation/test windows, a second name for
+    `eval_window_shift`; so a non-default value is refused rather than half-used.
+    """
+    default = DataConfig()
+    for name in ("window_shift", "offsets"):
+        value, base = getattr(data, name), getattr(default, name)
+        if (list(value) if name == "offsets" else value) != base:
+            raise UserError(
+                f"{key}.{name}={list(value) if name == 'offsets' else value} has no effect with "
+                f"random-crop epochs ({key}.train_examples_per_epoch="
+                f"{data.train_examples_per_epoch}: training draws from every start); space "
+                f"the validation/test windows with {key}.eval_window_shift, and leave "
+                f"{key}.{name} at {base}")
 
 
 def data_config(values: Any, key: str = "data") -> DataConfig:

@@ -34,10 +34,10 @@ import numpy as np
 import soundfile as sf
 
 from audiolstm.data import synth
-from audiolstm.data.audio import _check_is_file, decode_audio, list_audio_files, load_audio
+from audiolstm.data.audio import check_audio_file, decode_audio, list_audio_files, load_audio
 from audiolstm.data.cache import CACHE_VERSION, assemble, cached_signal, lookup, peek, store
 from audiolstm.data.splits import SPLITS
-from audiolstm.errors import UserError
+from audiolstm.errors import UserError, existing_file, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def read_manifest(path: str | Path) -> list[ListedFile]:
     line naming the manifest and the line number.
     """
     m = _resolve(Path(path))
-    _check_is_file(m)
+    existing_file(m, str(m), "a list of audio files")
     try:
         text = m.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -210,7 +210,7 @@ def read_manifest(path: str | Path) -> list[ListedFile]:
 
 
 def _file_key(lf: ListedFile, sample_rate: int) -> dict:
-    st = _check_is_file(lf.path)
+    st = check_audio_file(lf.path)
     return {"cache_version": CACHE_VERSION, "kind": "file", "path": str(lf.path),
             "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sample_rate": sample_rate,
             "resampler": RESAMPLER}
@@ -416,13 +416,6 @@ def build_corpus(
 # --------------------------------------------------------------------------- sources
 
 
-def _check_rate(sample_rate: Any) -> int:
-    if not (isinstance(sample_rate, (int, np.integer)) and not isinstance(sample_rate, bool)
-            and sample_rate > 0):
-        raise UserError(f"data.sample_rate: must be a positive integer, got {sample_rate!r}")
-    return int(sample_rate)
-
-
 def _one_file_info(p: Path) -> dict:
     try:
         i = sf.info(str(p))
@@ -454,7 +447,7 @@ def load_corpus(
         raise UserError(
             f"data.source: unknown source {source!r}; expected one of {', '.join(SOURCES)}"
         )
-    sr = _check_rate(sample_rate)
+    sr = positive_int(sample_rate, "data.sample_rate")
     common = {"cache_version": CACHE_VERSION, "sample_rate": sr, "source": source}
 
     def cached(key: dict, build: Callable[[], tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
@@ -486,7 +479,7 @@ def load_corpus(
     p = _resolve(Path(str(path)))
     origin = str(p)
     if source == "wav":
-        st = _check_is_file(p)
+        st = check_audio_file(p)
         key = {**common, "path": origin, "resampler": RESAMPLER, "name": p.name,
                "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -513,21 +506,3 @@ def corpus_from_config(data: Mapping[str, Any], progress: bool | None = None) ->
         decode_workers=data.get("decode_workers"),
         on_bad_file=data.get("on_bad_file", "error"), progress=progress,
     )
-
-
-def source_signal(
-    source: str,
-    path: str | None,
-    sample_rate: int,
-    cache_dir: str | Path,
-    synth_seconds: float,
-    synth_seed: int,
-    **options: Any,
-) -> tuple[np.ndarray, dict]:
-    """The corpus signal and its meta `{"source", "path", "sample_rate", "num_samples",
-    "boundaries": [(name, start), ...], "files": [...], "skipped": [...]}`.
-
-    `options` are `load_corpus`'s (recursive, decode_workers, on_bad_file, progress).
-    """
-    c = load_corpus(source, path, sample_rate, cache_dir, synth_seconds, synth_seed, **options)
-    return c.signal, c.meta

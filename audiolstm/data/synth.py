@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audiolstm.errors import positive_int
+
 # Bump whenever the output for a given (seconds, sample_rate, seed) changes: it is
 # part of the on-disk cache key, so stale caches are rebuilt instead of reused.
 VERSION = 2
@@ -219,8 +221,7 @@ def synth_drone(seconds: float = 600.0, sample_rate: int = 16000, seed: int = 0,
         raise ValueError(f"parts must be among {PARTS}, got {sorted(unknown)}")
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"seconds must be a positive finite number, got {seconds!r}")
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    positive_int(sample_rate, "sample_rate", error=ValueError)
     sr = int(sample_rate)
     n = max(1, int(round(seconds * sr)))
     duration = n / sr

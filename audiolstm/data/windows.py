@@ -46,14 +46,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from audiolstm.errors import UserError
-
-
-def _check_int(field: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise UserError(f"{field} must be {bound}, got {value!r}")
-    return int(value)
+from audiolstm.errors import UserError, positive_int
 
 
 @dataclass(frozen=True)
@@ -67,11 +60,11 @@ class WindowSpec:
     offsets: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
-        _check_int("data.x_len", self.x_len, 1)
-        _check_int("data.seq_len", self.seq_len, 1)
-        _check_int("data.window_shift", self.window_shift, 1)
+        positive_int(self.x_len, "data.x_len")
+        positive_int(self.seq_len, "data.seq_len")
+        positive_int(self.window_shift, "data.window_shift")
         if self.hop is not None:
-            _check_int("data.hop", self.hop, 1)
+            positive_int(self.hop, "data.hop")
         offsets = self.offsets
         if isinstance(offsets, (int, np.integer)) and not isinstance(offsets, bool):
             offsets = (offsets,)
@@ -83,7 +76,7 @@ class WindowSpec:
             ) from None
         if not offsets:
             raise UserError("data.offsets must list at least one offset, got []")
-        offsets = tuple(_check_int("data.offsets", o, 0) for o in offsets)
+        offsets = tuple(positive_int(o, "data.offsets", minimum=0) for o in offsets)
         # Seed 001: "offset 2 gives [c,d], [e,f], [g,h] again". Offsets equal modulo the
         # shift repeat (a subset of) each other's examples: almost surely a mistake.
         seen: dict[int, int] = {}

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audiolstm.errors import positive_int
+
 __all__ = [
     "RidgeAccumulator",
     "copy_overlap_mse",
@@ -158,8 +160,7 @@ def ridge_predict(x: ArrayLike, w: np.ndarray, b: np.ndarray) -> ArrayLike:
 
 
 def _check_frames(inputs: Tensor, targets: Tensor, hop: int) -> int:
-    if isinstance(hop, bool) or int(hop) != hop or hop <= 0:
-        raise ValueError(f"hop must be a positive integer, got {hop!r}")
+    hop = positive_int(hop, "hop", error=ValueError)
     if inputs.shape != targets.shape or inputs.dim() < 1:
         raise ValueError(
             f"inputs and targets must be frames of the same shape [..., x_len], "
@@ -183,9 +184,7 @@ def copy_overlap_predict(inputs: Tensor, hop: int, fill: float = 0.0) -> Tensor:
     `hop >= x_len` nothing overlaps and this is the constant predictor.
     """
     inputs = torch.as_tensor(inputs)
-    if isinstance(hop, bool) or int(hop) != hop or hop <= 0:
-        raise ValueError(f"hop must be a positive integer, got {hop!r}")
-    hop = min(int(hop), inputs.shape[-1])
+    hop = min(positive_int(hop, "hop", error=ValueError), inputs.shape[-1])
     new = inputs.new_full((*inputs.shape[:-1], hop), float(fill))
     return torch.cat([inputs[..., hop:], new], dim=-1)
 

@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audiolstm.errors import positive_int
+
 __all__ = [
     "GRID_NAME",
     "LEVELS",
-    "bin_bounds",
     "bin_index",
     "bits",
     "discrete_log_prob",
@@ -82,16 +83,6 @@ def bin_index(x: Tensor) -> Tensor:
         raise ValueError("bin_index: samples must be finite")
     k = torch.floor((x.to(torch.float64) + 1.0) * (LEVELS / 2.0))
     return k.clamp(0, LEVELS - 1).long()
-
-
-def bin_bounds(k: Tensor) -> tuple[Tensor, Tensor]:
-    """(lower, upper) edge of bins `k`, float64, with −∞ / +∞ for the two edge bins."""
-    k = torch.as_tensor(k).long()
-    lo = -1.0 + 2.0 * k.to(torch.float64) / LEVELS
-    hi = lo + 2.0 / LEVELS
-    lo = torch.where(k == 0, torch.full_like(lo, -math.inf), lo)
-    hi = torch.where(k == LEVELS - 1, torch.full_like(hi, math.inf), hi)
-    return lo, hi
 
 
 # ----------------------------------------------------------------------------- Gaussian
@@ -222,9 +213,7 @@ def linear_pieces(cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     0 for an unused piece). Then `P(bin k) = Σ_p fraction · P_own(start_p ≤ cell < stop_p)`,
     the uniform spreading of `spread_matrix` without listing every cell (M may be 65536).
     """
-    if isinstance(cells, bool) or int(cells) != cells or cells < 2:
-        raise ValueError(f"cells must be an integer >= 2, got {cells!r}")
-    m = int(cells)
+    m = positive_int(cells, "cells", minimum=2, error=ValueError)
     start = np.zeros((LEVELS, 3), dtype=np.int64)
     stop = np.ones((LEVELS, 3), dtype=np.int64)
     frac = np.zeros((LEVELS, 3), dtype=np.float64)

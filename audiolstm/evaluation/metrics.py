@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audiolstm.errors import positive_int
+
 if TYPE_CHECKING:
     import torch
 
@@ -34,12 +36,6 @@ def _as_1d(x: Any, name: str = "audio") -> np.ndarray:
     return arr
 
 
-def _check_positive_int(value: int, name: str) -> int:
-    if int(value) != value or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 # --------------------------------------------------------------------------- ticking
 
 
@@ -52,7 +48,7 @@ def tick_score(audio: np.ndarray, frame_len: int, start: int = 0) -> float:
     ("ticking") makes it large. Returns nan when there is no boundary, no non-boundary
     difference, or the non-boundary mean is 0 (e.g. silence).
     """
-    frame_len = _check_positive_int(frame_len, "frame_len")
+    frame_len = positive_int(frame_len, "frame_len", error=ValueError)
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
     x = _as_1d(audio)[start:]
@@ -107,7 +103,7 @@ def rms_ratio_at(
     nan when the generated audio is shorter than `t` or the seed is silent.
     """
     gen = _as_1d(generated, "generated")
-    sample_rate = _check_positive_int(sample_rate, "sample_rate")
+    sample_rate = positive_int(sample_rate, "sample_rate", error=ValueError)
     ref = rms(seed)
     out: dict[str, float] = {}
     for t in seconds:
@@ -131,8 +127,8 @@ def _stft_blocks(x: np.ndarray, n_fft: int, hop: int):
     Signals shorter than `n_fft` are zero-padded to one frame; the tail that does not fill
     a whole frame is dropped (at most `hop - 1` samples).
     """
-    n_fft = _check_positive_int(n_fft, "n_fft")
-    hop = _check_positive_int(hop, "hop")
+    n_fft = positive_int(n_fft, "n_fft", error=ValueError)
+    hop = positive_int(hop, "hop", error=ValueError)
     if x.size < n_fft:
         x = np.pad(x, (0, n_fft - x.size))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # a view, no copy
@@ -192,7 +188,7 @@ def frame_correlation(audio: np.ndarray, frame_len: int) -> float:
     frame is dropped and pairs involving a constant frame (correlation undefined) are
     skipped. nan when no pair is left.
     """
-    frame_len = _check_positive_int(frame_len, "frame_len")
+    frame_len = positive_int(frame_len, "frame_len", error=ValueError)
     x = _as_1d(audio)
     n = x.size // frame_len
     if n < 2:
@@ -223,8 +219,8 @@ def frame_rate_energy_fraction(audio: np.ndarray, frame_len: int, sample_rate: i
     overlap). nan for fewer than 4 whole frames (the ± 1-bin bands would cover every bin)
     or a constant signal.
     """
-    frame_len = _check_positive_int(frame_len, "frame_len")
-    sample_rate = _check_positive_int(sample_rate, "sample_rate")  # validated; bins are exact
+    frame_len = positive_int(frame_len, "frame_len", error=ValueError)
+    sample_rate = positive_int(sample_rate, "sample_rate", error=ValueError)  # validated; bins are exact
     x = _as_1d(audio)
     m = x.size // frame_len
     if m < 4:
@@ -274,7 +270,7 @@ def generation_metrics(
     """
     seed_a = _as_1d(seed, "seed")
     gen_a = _as_1d(generated, "generated")
-    sample_rate = _check_positive_int(sample_rate, "sample_rate")
+    sample_rate = positive_int(sample_rate, "sample_rate", error=ValueError)
     gen_seconds = gen_a.size / sample_rate
     out: dict[str, float] = {
         "seed_seconds": seed_a.size / sample_rate,

@@ -27,14 +27,14 @@ from audiolstm.data.audio import load_audio, write_wav
 from audiolstm.data.datamodule import AudioDataModule
 from audiolstm.data.splits import SPLITS
 from audiolstm.data.state import DataState
-from audiolstm.errors import UserError
+from audiolstm.errors import UserError, check_temperature
 from audiolstm.evaluation.metrics import generation_metrics
 from audiolstm.evaluation.plots import plot_generation
 from audiolstm.generation.candidates import Controls, check_controls, rank_order, score_values
-from audiolstm.generation.reconstruction import frame_signal, frames_to_audio, resolve_deticking
+from audiolstm.generation.reconstruction import CROSSFADE, frame_signal, frames_to_audio
+from audiolstm.generation.settings import FRAME_ONLY, applied_settings
 from audiolstm.generation.strategies import (
     GREEDY,
-    STRATEGIES,
     FrameLikelihood,
     Sampling,
     generate_frames,
@@ -55,6 +55,8 @@ class Continuation:
     #: mean log-probability per generated sample under the model's own distribution
     #: (nats; generation/candidates.py), when asked for
     log_likelihood: float | None = None
+    #: the generation settings that applied, resolved (generation/settings.py)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def generated(self) -> np.ndarray:
@@ -63,14 +65,16 @@ class Continuation:
 
 def continue_audio(model: AudioModel, state: DataState, seed_audio: np.ndarray, split: str,
                    seconds: float, strategy: str = "stateful", window: int | None = None,
-                   deticking: str = "auto", crossfade: int = 64,
+                   deticking: str = "auto", crossfade: int | None = None,
                    progress: ProgressFn | None = None,
                    sampling: Sampling = GREEDY) -> Continuation:
     """Continue `seed_audio` (original scale) by `seconds` with the model.
 
     `state` is what the checkpoint carries: sample rate, frame settings, the normaliser
     (its `split` affine map is used) and the representation. `strategy`, `window`,
-    `deticking` and `crossfade` apply to frame models only.
+    `deticking`, `crossfade` and `sampling.feedback_noise` apply to frame models only
+    (`generation.settings.applied_settings`: a value a model does not read is refused);
+    `Continuation.settings` records those that applied.
     """
     return continue_streams(model, state, seed_audio, split, seconds, strategy, window,
                             deticking, crossfade, progress, sampling)[0]
@@ -79,7 +83,7 @@ def continue_audio(model: AudioModel, state: DataState, seed_audio: np.ndarray, 
 @functools.singledispatch
 def continue_streams(model: AudioModel, state: DataState, seed_audio: np.ndarray, split: str,
                      seconds: float, strategy: str = "stateful", window: int | None = None,
-                     deticking: str = "auto", crossfade: int = 64,
+                     deticking: str = "auto", crossfade: int | None = None,
                      progress: ProgressFn | None = None, sampling: Sampling = GREEDY,
                      streams: int = 1, likelihood: bool = False) -> list[Continuation]:
     """`continue_audio` for `streams` continuations of one seed, drawn as one batch
@@ -91,13 +95,16 @@ def continue_streams(model: AudioModel, state: DataState, seed_audio: np.ndarray
 @continue_streams.register
 def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, split: str,
                      seconds: float, strategy: str = "stateful", window: int | None = None,
-                     deticking: str = "auto", crossfade: int = 64,
+                     deticking: str = "auto", crossfade: int | None = None,
                      progress: ProgressFn | None = None, sampling: Sampling = GREEDY,
                      streams: int = 1, likelihood: bool = False) -> list[Continuation]:
     """Frames: normalise + encode the seed's frames, run a strategy, decode, rebuild audio."""
     sr, x_len, hop = state.sample_rate, state.x_len, state.step
+    applied = applied_settings(True, hop, x_len, strategy=strategy, window=window,
+                               deticking=deticking, crossfade=crossfade,
+                               feedback_noise=sampling.feedback_noise)
     norm, rep = state.normalizer(), state.representation()
-    mode = resolve_deticking(deticking, hop, x_len)
+    mode = applied["deticking"]
     seed_frames = frame_signal(np.asarray(seed_audio, dtype=np.float32), x_len, hop)
     if len(seed_frames) == 0:
         raise UserError(f"seed.seconds: the seed ({len(seed_audio) / sr:.3f} s) is shorter than "
@@ -109,7 +116,7 @@ def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, 
     meter = FrameLikelihood(model) if likelihood else None
     t0 = time.perf_counter()
     gen = generate_frames(model, feats.to(device=device, dtype=dtype).expand(streams, -1, -1),
-                          n_new, strategy, window, progress, sampling, meter)
+                          n_new, strategy, applied.get("window"), progress, sampling, meter)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -117,9 +124,10 @@ def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, 
     for b in range(streams):
         gen_time = norm.inverse(rep.decode(gen[b].float().cpu()).numpy(), split)
         audio, seed_len = frames_to_audio(seed_frames, np.asarray(gen_time, np.float32), hop,
-                                          mode, crossfade)
+                                          mode, applied.get("crossfade", CROSSFADE))
         audio = audio[: seed_len + int(round(seconds * sr))]
-        cont = Continuation(audio=audio, seed_len=seed_len, sample_rate=sr, wall_seconds=wall)
+        cont = Continuation(audio=audio, seed_len=seed_len, sample_rate=sr, wall_seconds=wall,
+                            settings=applied | {"head": model.hparams.head})
         cont.metrics = generation_metrics(audio[:seed_len], cont.generated, sr, hop, wall)
         conts.append(cont)
     if meter is not None:
@@ -130,10 +138,13 @@ def _continue_frames(model: AudioRNN, state: DataState, seed_audio: np.ndarray, 
 @continue_streams.register
 def _continue_samples(model: SampleRNN, state: DataState, seed_audio: np.ndarray, split: str,
                       seconds: float, strategy: str = "stateful", window: int | None = None,
-                      deticking: str = "auto", crossfade: int = 64,
+                      deticking: str = "auto", crossfade: int | None = None,
                       progress: ProgressFn | None = None, sampling: Sampling = GREEDY,
                       streams: int = 1, likelihood: bool = False) -> list[Continuation]:
     """Samples: warm the tiers on the seed, then sample by sample (see samplernn.py)."""
+    applied_settings(False, state.step, state.x_len, strategy=strategy, window=window,
+                     deticking=deticking, crossfade=crossfade,
+                     feedback_noise=sampling.feedback_noise)  # frame settings: refused
     sr = state.sample_rate
     device = next(model.parameters()).device
     # SampleRNN models the original-scale audio and undoes its own *train* map itself
@@ -223,15 +234,19 @@ def run(cfg) -> dict[str, Any]:
     """`python generate.py ckpt_path=PATH ...` (conf/generate.yaml)."""
     if not cfg.ckpt_path:
         raise UserError("ckpt_path is required: python generate.py ckpt_path=PATH/TO/last.ckpt")
-    if cfg.strategy not in STRATEGIES:
-        raise UserError(f"strategy={cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if cfg.seconds <= 0:
         raise UserError(f"seconds={cfg.seconds!r} must be > 0")
     device = _device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt_path, "ckpt_path", map_location=str(device))
+    check_temperature(cfg.temperature, "temperature", UserError)
+    if not cfg.feedback_noise >= 0:
+        raise UserError(f"feedback_noise={cfg.feedback_noise!r} must be >= 0")
     controls = check_controls(cfg.top_p, cfg.candidates, cfg.keep, cfg.rank, cfg.temperature,
                               cfg.feedback_noise, model)
     state = model.data_state
+    frame_settings = {k: cfg[k] for k in FRAME_ONLY}
+    # before any audio is read: a setting this model does not read is refused
+    applied_settings(isinstance(model, AudioRNN), state.step, state.x_len, **frame_settings)
     sr = state.sample_rate
     s = cfg.seed
     if s.path:
@@ -246,8 +261,6 @@ def run(cfg) -> dict[str, Any]:
         source, split = f"{s.split} split ({seed_file})", s.split
     seed_audio, start = pick_seed(seed_signal, sr, s.seconds, s.start_seconds, s.seed, source)
 
-    if cfg.temperature < 0 or cfg.feedback_noise < 0:
-        raise UserError("temperature and feedback_noise must be >= 0")
     sampling = Sampling(cfg.temperature, cfg.feedback_noise,
                         torch.Generator(device=device).manual_seed(int(s.seed)), controls.top_p)
     bar = _progress_bar(cfg.progress)
@@ -265,18 +278,17 @@ def run(cfg) -> dict[str, Any]:
     order = _rank(conts, controls, held_out, cfg.seconds, int(s.seed))
     cont = conts[order[0]]
     settings = {
-        "ckpt_path": str(cfg.ckpt_path), "strategy": cfg.strategy, "window": cfg.window,
-        "deticking": resolve_deticking(cfg.deticking, state.step, state.x_len),
+        "ckpt_path": str(cfg.ckpt_path),
         "seconds": cfg.seconds, "seed_source": source, "seed_start_seconds": start,
         "seed_seconds": s.seconds, "device": str(device), "sample_rate": sr,
-        "temperature": cfg.temperature, "feedback_noise": cfg.feedback_noise,
-        "head": model.hparams.get("head", "mse"),
+        "temperature": cfg.temperature, **cont.settings,
     }
     settings |= controls.settings()
     out_dir = Path(cfg.paths.output_dir)
     record = _write_kept(conts, order, controls, out_dir, settings)
     m = cont.metrics
-    print(f"generated {cfg.seconds:g} s ({cfg.strategy}) in {cont.wall_seconds:.2f} s "
+    how = settings.get("strategy", "samples")
+    print(f"generated {cfg.seconds:g} s ({how}) in {cont.wall_seconds:.2f} s "
           f"= {m['real_time_factor']:.1f}x real time; tick score {m['tick_score']:.3f}, "
           f"RMS ratio {m['rms_ratio']:.3f}\noutputs: {out_dir}", flush=True)
     return record

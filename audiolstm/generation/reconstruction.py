@@ -15,6 +15,8 @@ import numpy as np
 from audiolstm.errors import UserError
 
 DETICKING = ("auto", "none", "ola", "crossfade")
+#: samples over which `crossfade` ramps a boundary jump away when not given
+CROSSFADE = 64
 
 
 def frame_signal(x: np.ndarray, x_len: int, hop: int) -> np.ndarray:
@@ -67,8 +69,7 @@ def seed_samples(seed_frames: np.ndarray, hop: int) -> np.ndarray:
     """The seed's samples back from its frames by copying, not arithmetic: bit-exact.
 
     Frame k starts at `k*hop`; with `hop <= x_len` the first frame and the last `hop`
-    samples of every later frame tile the seed. (With `hop > x_len` the gaps were never
-    framed: the frames are concatenated.)
+    samples of every later frame tile the seed (`data.hop > data.x_len` is refused).
     """
     x_len = seed_frames.shape[1]
     if hop >= x_len:
@@ -78,7 +79,7 @@ def seed_samples(seed_frames: np.ndarray, hop: int) -> np.ndarray:
 
 
 def frames_to_audio(seed_frames: np.ndarray, gen_frames: np.ndarray, hop: int,
-                    deticking: str, crossfade: int = 64) -> tuple[np.ndarray, int]:
+                    deticking: str, crossfade: int = CROSSFADE) -> tuple[np.ndarray, int]:
     """(seed, generated) time-domain frames -> audio and the sample where generation starts.
 
     The seed part is the seed itself, untouched (`seed_samples`): with overlap-add the

@@ -23,6 +23,8 @@ from audiolstm.models.base import ProgressFn, cpu_backend
 from audiolstm.models.frame_rnn import AudioRNN
 
 STRATEGIES = ("stateful", "refeed", "sliding")
+#: frames `sliding` re-runs per step when `window` is not given
+SLIDING_WINDOW = 40
 
 
 def _step_inputs(seed: Tensor) -> Tensor:

@@ -15,18 +15,13 @@ from typing import Any
 
 import torch
 
-from audiolstm.errors import UserError
+from audiolstm.errors import UserError, existing_file
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """Read a checkpoint written by this project; UserError naming `key` otherwise."""
     p = Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"{key}={path}: no such file")
-    if p.is_dir():
-        raise UserError(f"{key}={path}: is a directory, expected a .ckpt file")
-    if p.stat().st_size == 0:
-        raise UserError(f"{key}={path}: is empty, not a checkpoint")
+    existing_file(p, f"{key}={path}", "a .ckpt checkpoint")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as e:

@@ -20,25 +20,11 @@ by the (detached) prediction for it with probability p and the loss is taken
 on a second pass (parallel scheduled sampling, Duckworth et al. 2019: one
 extra forward instead of a step-by-step loop).
 
-Evaluation (val/test) logs the MSE of the model and of the zero (training mean),
-persistence and ridge baselines on the same batches, and `bits_per_sample` on the
-canonical grid (`audiolstm.evaluation.likelihood`: −log2 P per sample of the original-scale
-audio quantised to 256 linear levels over [−1, 1]), scored on the samples each target
-frame adds to the audio (its last `hop` samples when frames overlap, all of them
-otherwise), decoded to the time domain:
-
-- `gaussian`: CDF differences of the predicted Gaussian mapped to the original scale;
-- `logistic_mixture`: its grid is the canonical [−1, 1] mapped through the normaliser, so
-  each own cell's mass spreads uniformly over the canonical bins it covers (exactly one
-  with the default `mixture_bins=256`); also `bits_per_sample_linear{mixture_bins}`, its
-  own grid;
-- `mse` (any loss) and, on test, the baselines (`bits_per_sample_zero`, `_persistence`,
-  `_ridge`): "Gaussian-equivalent", a Gaussian centred on the prediction whose variance is
-  the predictor's MSE on data the score is not computed on: for **test**, its MSE on the
-  validation split (the validation epoch of the checkpoint being tested, stored in the
-  checkpoint); for **val** (the model only), its MSE on the training split over the
-  training batches of the epoch just trained, in training mode. No score before the first
-  training epoch, or on test without an earlier validation.
+Evaluation (val/test) is scored by `audiolstm.evaluation.frame_scores` (the model's
+MSE beside the zero, persistence and ridge baselines on the same batches, and its
+`bits_per_sample` on the canonical grid); the model supplies its predictions and a
+`FrameScoring` built from its data state, and keeps the Gaussian-equivalent variances
+with its weights (`reference_variance`, checkpointed).
 
 The gaussian and logistic_mixture heads need `repr=time` without standardisation (a
 density over DFT coefficients is not a density over samples); `config.validate_train`
@@ -47,7 +33,6 @@ refuses the other combinations.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,14 +41,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiolstm.errors import UserError
-from audiolstm.evaluation.baselines import (
-    copy_overlap_mse,
-    fit_ridge_baseline,
-    new_sample_mse,
-    ridge_predict,
+from audiolstm.evaluation.baselines import fit_ridge_baseline, ridge_predict
+from audiolstm.evaluation.frame_scores import (
+    FrameScoring,
+    batch_sums,
+    epoch_metrics,
+    train_error,
 )
-from audiolstm.evaluation.likelihood import LN2, bin_index, gaussian_log_prob
-from audiolstm.evaluation.metrics import baseline_mse
 from audiolstm.models.base import AudioModel, State, at_least_float32, run_chunks
 from audiolstm.models.frame_step import FrameStepper
 from audiolstm.models.heads import GaussianHead, LogisticMixtureHead
@@ -273,35 +257,25 @@ class AudioRNN(AudioModel):
         shift, scale = self.affine(split)
         return (-1.0 - shift) / scale, (1.0 - shift) / scale
 
-    def _new_samples(self, frames: Tensor) -> Tensor:
-        """Frames as the model sees them -> the normalised samples each adds to the audio.
-
-        Decoded to the time domain; the last `hop` samples of each frame when frames
-        overlap (the others repeat the input), all of them otherwise.
-        """
+    def scoring(self, split: str) -> FrameScoring:
+        """How this model's frames of `split` are scored (evaluation/frame_scores.py)."""
+        ds = self.data_state
+        shift, scale = self.affine(split)
         rep = self._representation
-        t = frames if rep is None else rep.decode(frames)
-        ds = self.data_state
-        step = ds.step if ds is not None else t.shape[-1]
-        return t[..., -step:] if step < t.shape[-1] else t
-
-    def _mean_frame(self, split: str, like: Tensor) -> Tensor:
-        """The training mean as a frame of `split` (what the zero baseline predicts)."""
-        ds = self.data_state
-        m = ds.normalizer().train_mean(split) if ds and ds.normalizer_state else 0.0
-        if self._representation is None:
-            return torch.full(like.shape[-1:], m, dtype=like.dtype, device=like.device)
-        frame = torch.full((ds.x_len,), m, dtype=like.dtype, device=like.device)
-        return self._representation.encode(frame)
+        return FrameScoring(
+            shift=shift, scale=scale, step=None if ds is None else ds.step,
+            decode=None if rep is None else rep.decode,
+            encode=None if rep is None else rep.encode,
+            overlap_hop=(ds.step if ds is not None and ds.overlapping and ds.repr_kind == "time"
+                         else None),
+            mean=(ds.normalizer().train_mean(split) if ds and ds.normalizer_state else 0.0),
+            x_len=None if ds is None else ds.x_len,
+            reference=self.reference_variance.get(split, {}))
 
     def _accumulate_train_error(self, pred: Tensor, y: Tensor) -> None:
         """The model's squared error on the scored samples of a training chunk (original
         scale): the variance of its Gaussian-equivalent val score."""
-        scale = self.affine("train")[1]
-        r = (self._new_samples(pred) - self._new_samples(y)).double()
-        self._train_sse += torch.stack([r.square().sum() * scale**2,
-                                        torch.tensor(float(r.numel()), dtype=torch.float64,
-                                                     device=r.device)]).cpu()
+        self._train_sse += train_error(self.scoring("train"), pred, y)
 
     def on_train_epoch_start(self) -> None:
         self._train_sse = torch.zeros(2, dtype=torch.float64)
@@ -322,91 +296,24 @@ class AudioRNN(AudioModel):
     def _eval_step(self, batch: Tensor, split: str) -> None:
         x, y = batch[:, :-1], batch[:, 1:]
         out, _ = self(x)
-        pred = self.head.mean(out)
-        n = torch.tensor(float(y.numel()), device=y.device)
-        mean_frame = self._mean_frame(split, y)
-        sums = {"loss": self.objective(out, y) * n, "mse": F.mse_loss(pred, y, reduction="sum")}
-        sums |= {k: v * n for k, v in baseline_mse(x, y, mean_frame).items()}
         ridge = None if self.ridge is None else ridge_predict(x, *self.ridge)
-        if ridge is not None:
-            sums["mse_ridge"] = F.mse_loss(ridge, y, reduction="sum")
-        hop = self._overlap_hop()
-        if hop is not None:  # overlapping time frames: the new samples are the real task
-            n_new = n * hop / y.shape[-1]
-            sums["mse_new"] = new_sample_mse(pred, y, hop) * n_new
-            sums["mse_copy_overlap"] = copy_overlap_mse(x, y, hop, float(mean_frame[0])) * n
-            sums["count_new"] = n_new
-        sums["count"] = n
-        # squared errors of all (the test variances); likelihoods where a variance is known:
-        # val: the model's (its training MSE); test: the model's and the baselines'
-        predictors = {"model": pred if self.hparams.head == "mse" else None,
-                      "zero": mean_frame.expand_as(y), "persistence": x, "ridge": ridge}
-        sums |= self._likelihood_sums(split, out, y, predictors)
-        self.accumulate(sums)
-
-    def _likelihood_sums(self, split: str, out: Tensor, y: Tensor,
-                         predictors: dict[str, Tensor | None]) -> dict[str, Tensor]:
-        """Summed canonical log-probabilities (and squared errors) of the scored samples."""
-        shift, scale = self.affine(split)
-        target = self._new_samples(y).double()
-        x = target * scale + shift  # the original-scale audio
-        new = target.shape[-1]  # the probabilistic heads need repr=time: the last `new`
-        sums = {"count_samples": torch.tensor(float(x.numel()), dtype=torch.float64)}
-        if self.hparams.head == "gaussian":
-            mean = self.head.mean(out)[..., -new:].double() * scale + shift
-            std = self.head.scale(out)[..., -new:].double() * scale
-            sums["logp_head"] = gaussian_log_prob(x, mean, std).sum()
-        elif self.hparams.head == "logistic_mixture":
-            grid = self.canonical_grid(split)
-            params = out[..., -new:, :]
-            sums["logp_head"] = self.head.canonical_log_prob(params, bin_index(x), grid).sum()
-            sums["logp_own"] = self.head.log_prob(params, target, grid).double().sum()
-        reference = self.reference_variance.get(split, {})
-        for name, p in predictors.items():
-            if p is None:
-                continue
-            p = self._new_samples(p).double() * scale + shift
-            sums[f"sse_{name}"] = (p - x).square().sum()
-            var = reference.get(name)
-            if var is not None and var > 0:
-                sums[f"logp_{name}"] = gaussian_log_prob(x, p, math.sqrt(var)).sum()
-        return {k: v.to(y.device) for k, v in sums.items()}
+        self.accumulate(batch_sums(self.scoring(split), x, y, out, self.head.mean(out),
+                                   self.objective(out, y), self.head, self.hparams.head,
+                                   self.canonical_grid(split), ridge))
 
     def _eval_epoch_end(self, prefix: str) -> None:
         """Exact split-wide means (summed over ranks), and the model relative to baselines."""
         total = self.reduced_eval_sums()
         if total is None:
             return
-        n = total.pop("count")
-        n_new = total.pop("count_new", None)
-        n_samples = total.pop("count_samples")
-        logp = {k: total.pop(k) for k in list(total) if k.startswith("logp_")}
-        sse = {k[4:]: total.pop(k) for k in list(total) if k.startswith("sse_")}
-        means = {k: v / (n_new if k == "mse_new" else n) for k, v in total.items()}
-        metrics = {f"{prefix}/{k}": v for k, v in means.items()}
-        metrics[f"{prefix}/rel_zero"] = _ratio(means["mse"], means["mse_zero"])
-        metrics[f"{prefix}/rel_persistence"] = _ratio(means["mse"], means["mse_persistence"])
-        if "mse_ridge" in means:
-            metrics[f"{prefix}/rel_ridge"] = _ratio(means["mse"], means["mse_ridge"])
-        bits = {k: -v / n_samples / LN2 for k, v in logp.items()}
-        model_bits = bits.pop("logp_head", bits.pop("logp_model", None))
-        if model_bits is not None:
-            metrics[f"{prefix}/bits_per_sample"] = model_bits
-        if "logp_own" in bits:
-            own = bits.pop("logp_own")
-            metrics[f"{prefix}/bits_per_sample_linear{self.hparams.mixture_bins}"] = own
-        for name in ("zero", "persistence", "ridge"):
-            if f"logp_{name}" in bits:
-                metrics[f"{prefix}/bits_per_sample_{name}"] = bits[f"logp_{name}"]
-        if prefix == "val" and not self.trainer.sanity_checking and n_samples > 0:
-            self.reference_variance["test"] = {k: v / n_samples for k, v in sse.items()}
+        own = (f"bits_per_sample_linear{self.hparams.mixture_bins}"
+               if self.hparams.head == "logistic_mixture" else None)
+        metrics, variances = epoch_metrics(prefix, total, own)
+        if prefix == "val" and not self.trainer.sanity_checking and variances:
+            self.reference_variance["test"] = variances
         # Already reduced over ranks above: no sync_dist here.
         self.log(f"{prefix}/loss", metrics.pop(f"{prefix}/loss"), prog_bar=True)
         self.log_dict(metrics)
-
-    def _overlap_hop(self) -> int | None:
-        ds = self.data_state
-        return ds.step if ds is not None and ds.overlapping and ds.repr_kind == "time" else None
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -420,6 +327,3 @@ class AudioRNN(AudioModel):
         self.reference_variance = {"val": dict(ref.get("val") or {}),
                                    "test": dict(ref.get("test") or {})}
 
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else math.nan

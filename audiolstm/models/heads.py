@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiolstm.errors import check_temperature, positive_int
 from audiolstm.evaluation.likelihood import linear_pieces
 from audiolstm.models.draw import check_top_p, inverse_cdf, nucleus
 
@@ -41,25 +42,12 @@ Reduction = Literal["mean", "none"]
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def _check_temperature(temperature: float) -> float:
-    temperature = float(temperature)
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    return temperature
-
-
 def _reduce(nll: Tensor, reduction: Reduction) -> Tensor:
     if reduction == "mean":
         return nll.mean()
     if reduction == "none":
         return nll
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-
-
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------- Gaussian
@@ -80,8 +68,8 @@ class GaussianHead(nn.Module):
 
     def __init__(self, hidden: int, dim: int, min_log_scale: float = -7.0) -> None:
         super().__init__()
-        self.hidden = _check_positive_int(hidden, "hidden")
-        self.dim = _check_positive_int(dim, "dim")
+        self.hidden = positive_int(hidden, "hidden", error=ValueError)
+        self.dim = positive_int(dim, "dim", error=ValueError)
         self.min_log_scale = float(min_log_scale)
         self.proj = nn.Linear(self.hidden, 2 * self.dim)
 
@@ -127,7 +115,7 @@ class GaussianHead(nn.Module):
         self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
     ) -> Tensor:
         """`mean + temperature · σ · ε`, ε ~ N(0, 1); temperature 0 returns exactly the mean."""
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         mean, log_scale = self._split(params)
         if temperature == 0.0:
             return mean.clone()
@@ -206,10 +194,10 @@ class LogisticMixtureHead(nn.Module):
         grid: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__()
-        self.hidden = _check_positive_int(hidden, "hidden")
-        self.dim = _check_positive_int(dim, "dim")
-        self.components = _check_positive_int(components, "components")
-        self.bins = _check_positive_int(bins, "bins")
+        self.hidden = positive_int(hidden, "hidden", error=ValueError)
+        self.dim = positive_int(dim, "dim", error=ValueError)
+        self.components = positive_int(components, "components", error=ValueError)
+        self.bins = positive_int(bins, "bins", error=ValueError)
         if self.bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
         self.min_log_scale = float(min_log_scale)
@@ -257,13 +245,6 @@ class LogisticMixtureHead(nn.Module):
         e = lo + (hi - lo) * k.to(dtype) / self.bins
         e = torch.where(k <= 0, torch.full_like(e, -math.inf), e)
         return torch.where(k >= self.bins, torch.full_like(e, math.inf), e)
-
-    def bin_centre(self, k: Tensor, dtype: torch.dtype | None = None,
-                   grid: tuple[float, float] | None = None) -> Tensor:
-        """Centre of cell k (of its finite width, for the edge cells too)."""
-        lo, hi = self._grid(grid)
-        return lo + (hi - lo) * (2.0 * k.to(dtype or torch.get_default_dtype()) + 1.0) / (
-            2 * self.bins)
 
     def _log_cells(self, params: Tensor, start: Tensor, stop: Tensor,
                    grid: tuple[float, float] | None) -> Tensor:
@@ -331,7 +312,7 @@ class LogisticMixtureHead(nn.Module):
         to it (`_sample_cells`). So the cells the values fall in follow the truncated,
         renormalised cell distribution exactly. `top_p` = 1 is the draw above, unchanged.
         """
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         top_p = check_top_p(top_p)
         lo, hi = self._grid(grid)
         logits, means, log_scales = self._split(params)

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audiolstm.errors import positive_int
+
 __all__ = [
     "cell_edges",
     "dequantize",
@@ -40,9 +42,7 @@ KINDS: tuple[str, ...] = ("mu_law", "linear")
 
 
 def _check_levels(q_levels: int) -> int:
-    if isinstance(q_levels, bool) or int(q_levels) != q_levels or q_levels < 2:
-        raise ValueError(f"q_levels must be an integer >= 2, got {q_levels!r}")
-    return int(q_levels)
+    return positive_int(q_levels, "q_levels", minimum=2, error=ValueError)
 
 
 def _prepare(x: Tensor) -> Tensor:

@@ -67,18 +67,25 @@ def samplernn_tiers(sizes: list[int] | None) -> tuple[int, int]:
     return sizes[0], len(sizes)
 
 
-def build_model(input_dim: int, model_cfg: dict[str, Any]) -> pl.LightningModule:
-    """Instantiate the configured network with the settings its architecture reads.
+def model_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments the configured network gets (its hyper-parameters, as a
+    checkpoint records them), but `input_dim`.
 
-    The others are dropped here; `config.validate_model` has already refused any of them
-    that was set to something other than its default.
+    The settings its architecture does not read are dropped here; `config.validate_model`
+    has already refused any of them that was set to something other than its default.
     """
     arch = model_cfg.get("arch", "frame_rnn")
-    cls = model_class(arch)
+    model_class(arch)  # an unknown arch: one line
     kwargs = {k: v for k, v in model_cfg.items() if k in USES[arch] and k != "arch"}
     if arch == "samplernn":  # frame tiers: hidden_sizes = [hidden] * rnn_layers
         kwargs["hidden"], kwargs["rnn_layers"] = samplernn_tiers(kwargs.pop("hidden_sizes", None))
-    return cls(input_dim=input_dim, **kwargs)
+    return kwargs
+
+
+def build_model(input_dim: int, model_cfg: dict[str, Any]) -> pl.LightningModule:
+    """Instantiate the configured network with the settings its architecture reads."""
+    cls = model_class(model_cfg.get("arch", "frame_rnn"))
+    return cls(input_dim=input_dim, **model_kwargs(model_cfg))
 
 
 def class_of_checkpoint(ckpt: dict[str, Any]) -> type[pl.LightningModule]:

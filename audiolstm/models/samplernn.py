@@ -59,14 +59,13 @@ dequantised) against the true, unquantised sample: comparable with `AudioRNN`'s 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiolstm.errors import UserError
+from audiolstm.errors import UserError, check_temperature, positive_int
 from audiolstm.evaluation.likelihood import LN2, discrete_log_prob, spread_matrix
 from audiolstm.models.base import AudioModel, ProgressFn, State, cpu_backend, run_chunks
 from audiolstm.models.draw import check_top_p
@@ -126,16 +125,14 @@ class SampleRNN(AudioModel):
         frame_sizes = check_frame_sizes(frame_sizes)
         for name, v in (("hidden", hidden), ("rnn_layers", rnn_layers),
                         ("mlp_hidden", mlp_hidden), ("embed_dim", embed_dim)):
-            _check_pos_int(f"model.{name}", v)
-        if isinstance(q_levels, bool) or not isinstance(q_levels, int) or q_levels < 2:
-            raise UserError(f"model.q_levels must be an integer >= 2, got {q_levels!r}")
+            positive_int(v, f"model.{name}")
+        positive_int(q_levels, "model.q_levels", minimum=2)
         if cell not in ("lstm", "gru"):
             raise UserError(f"model.cell must be 'lstm' or 'gru', got {cell!r}")
         if quantization not in ("mu_law", "linear"):
             raise UserError(
                 f"model.quantization must be 'mu_law' or 'linear', got {quantization!r}")
-        if tbptt_steps is not None:
-            _check_pos_int("model.tbptt_steps", tbptt_steps)
+        positive_int(tbptt_steps, "model.tbptt_steps", allow_none=True)
         # Plain containers only: checkpoints then load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.hparams.frame_sizes = frame_sizes
@@ -248,16 +245,8 @@ class SampleRNN(AudioModel):
 
     def _check_data(self, x_len: int) -> None:
         ds = self.data_state
-        if ds is None:
-            return
-        if ds.repr_kind != "time" or ds.standardized:
-            raise UserError(
-                f"repr={ds.repr_kind} (standardize={ds.standardized}): SampleRNN "
-                "models raw samples, use repr=time with repr.standardize=false")
-        if ds.step != x_len:
-            raise UserError(
-                f"data.hop={ds.step}: SampleRNN reads frames as one contiguous signal, "
-                f"leave data.hop unset (= data.x_len={x_len})")
+        if ds is not None:
+            check_data(ds.repr_kind, ds.standardized, ds.data.get("hop"), x_len)
 
     def _chunk_len(self, n: int) -> int:
         return self.hparams.tbptt_steps * self.lookback if self.hparams.tbptt_steps else n
@@ -354,15 +343,11 @@ class SampleRNN(AudioModel):
         sample of its codes under the model's own distribution, softmax(logits) at
         temperature 1 and untruncated, in nats, (B,) float64: what ranks candidates.
         """
-        temperature = float(temperature)
-        if not math.isfinite(temperature) or temperature < 0:
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        temperature = check_temperature(temperature)
         top_p = check_top_p(top_p)
         if seed.dim() != 2:
             raise ValueError(f"seed must be (B, S) samples, got shape {tuple(seed.shape)}")
-        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 0:
-            raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
-        n_samples = int(n_samples)
+        n_samples = positive_int(n_samples, "n_samples", minimum=0, error=ValueError)
         top = self.lookback
         s = seed.shape[1] // top * top
         if s == 0:
@@ -394,10 +379,16 @@ class SampleRNN(AudioModel):
         return (out, *extras) if extras else out
 
 
-def _check_pos_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{field} must be a positive integer, got {value!r}")
-    return value
+def check_data(repr_kind: str, standardize: bool, hop: int | None, x_len: int) -> None:
+    """SampleRNN models raw samples read as one contiguous signal: `repr=time` without
+    standardisation, and `data.hop` unset (= `data.x_len`). Config and model both ask here."""
+    if repr_kind != "time" or standardize:
+        what = f"repr={repr_kind}" + (" repr.standardize=true" if standardize else "")
+        raise UserError(f"model.arch=samplernn with {what}: SampleRNN models raw samples; "
+                        "use repr=time repr.standardize=false")
+    if hop is not None and hop != x_len:
+        raise UserError(f"data.hop={hop}: model.arch=samplernn reads frames as one "
+                        f"contiguous signal; leave data.hop unset (= data.x_len={x_len})")
 
 
 def check_frame_sizes(frame_sizes: Any) -> list[int]:
@@ -408,7 +399,7 @@ def check_frame_sizes(frame_sizes: Any) -> list[int]:
             from None
     if not sizes:
         raise UserError("model.frame_sizes must list at least one frame size, got []")
-    sizes = [_check_pos_int("model.frame_sizes", v) for v in sizes]
+    sizes = [positive_int(v, "model.frame_sizes") for v in sizes]
     for upper, lower in zip(sizes[:-1], sizes[1:], strict=False):
         if upper % lower:
             raise UserError(

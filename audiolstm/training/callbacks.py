@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 
+from audiolstm.errors import UserError, check_temperature
 from audiolstm.generation.pipeline import continue_audio, write_outputs
+from audiolstm.generation.settings import applied_settings
 from audiolstm.generation.strategies import Sampling
 from audiolstm.models.base import float32_eval
 from audiolstm.runinfo import SAMPLE_FIELDS
@@ -78,6 +81,19 @@ class ReseedEachBatch(Callback):
                            + trainer.global_step) % 2**63)
 
 
+def check_sample_generation(cfg: Any) -> None:
+    """The sample callback's settings, checked before any data is read (not after the first
+    epoch): a frame setting its model does not read, a bad temperature; one line each."""
+    sample = OmegaConf.select(cfg, "callbacks.sample_generation")
+    if not sample:
+        return
+    given = {k: sample[k] for k in ("strategy", "deticking", "feedback_noise") if k in sample}
+    applied_settings(cfg.model.arch == "frame_rnn", cfg.data.hop or cfg.data.x_len,
+                     cfg.data.x_len, key="callbacks.sample_generation.", **given)
+    check_temperature(sample.get("temperature", 0.0), "callbacks.sample_generation.temperature",
+                      UserError)
+
+
 class SampleGeneration(Callback):
     """Every N epochs (and when training ends) continue a fixed validation seed.
 
@@ -133,7 +149,7 @@ class SampleGeneration(Callback):
             pl_module.train(was_training)
         out_dir = Path(trainer.default_root_dir) / self.dirname
         stem = f"epoch_{epoch:03d}"
-        write_outputs(cont, out_dir, stem, {"epoch": epoch, "strategy": self.strategy,
+        write_outputs(cont, out_dir, stem, {"epoch": epoch, **cont.settings,
                                             "seconds": self.seconds, "seed_split": "val",
                                             "seed_start_seconds": start / sr})
         m = cont.metrics

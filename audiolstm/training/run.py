@@ -33,9 +33,14 @@ from audiolstm.models.checkpoints import load_checkpoint
 from audiolstm.models.frame_rnn import AudioRNN
 from audiolstm.models.registry import build_model
 from audiolstm.runinfo import METRIC_FIELDS, epoch_curves, now_iso
-from audiolstm.training.callbacks import ReseedEachBatch
+from audiolstm.training.callbacks import ReseedEachBatch, check_sample_generation
 from audiolstm.training.device import check_device, configure_cuda, uses_cuda
 from audiolstm.training.precision import apply_precision, check_precision
+from audiolstm.training.resume import (
+    AdoptDataModuleState,
+    check_resumable,
+    find_last_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +56,6 @@ def run_label() -> str:
         return HydraConfig.get().job.override_dirname or "default"
     except ValueError:  # not inside a Hydra app (tests, notebooks)
         return "default"
-
-
-def find_last_checkpoint(log_dir: Path, task_name: str, exclude: Path | None = None) -> Path:
-    """`ckpt_path=last`: the most recently written last.ckpt of any earlier run of this task."""
-    found = [
-        p for p in (log_dir / task_name).glob("**/checkpoints/last.ckpt")
-        if exclude is None or exclude.resolve() not in p.resolve().parents
-    ]
-    if not found:
-        raise UserError(f"ckpt_path=last: no earlier run with checkpoints/last.ckpt under "
-                        f"{log_dir / task_name}")
-    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None) -> list[Logger]:
@@ -109,23 +102,27 @@ def run(cfg: DictConfig) -> float:
     """Train (and test) one configuration; returns cfg.optimized_metric."""
     started_at = now_iso()
     validate_train(cfg)
+    check_sample_generation(cfg)  # the sample callback's settings, before any data is read
     check_device(cfg)  # trainer=gpu without CUDA: one line, not a Lightning traceback
     check_precision(cfg.trainer)  # a value Lightning does not know, float16 on CPU: one line
     precision = apply_precision(cfg.trainer)  # `auto` -> bf16-mixed or 32-true, logged
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
     ckpt_path = cfg.ckpt_path
     if ckpt_path == "last":
-        ckpt_path = str(find_last_checkpoint(Path(cfg.paths.log_dir), cfg.task_name, run_dir))
+        ckpt_path = str(find_last_checkpoint(cfg, run_dir))
     resume = load_checkpoint(ckpt_path, "ckpt_path") if ckpt_path else None
+    # a resume keeps the checkpoint's data and model settings: refused before anything is written
+    recorded = check_resumable(cfg, resume, ckpt_path) if resume else None
     init = load_checkpoint(cfg.init_from, "init_from") if cfg.init_from else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     configure_cuda(cfg.float32_matmul_precision, uses_cuda(cfg.trainer))
     dm = AudioDataModule(to_container(cfg.data), to_container(cfg.norm),
                          to_container(cfg.repr), seed=cfg.seed)
+    if recorded is not None:  # before setup: its split plan and fitted normaliser hold
+        dm.load_state_dict(recorded)
     dm.prepare_data()
     dm.setup("fit")
     dm.write_splits(run_dir)  # which files and seconds are in each split
@@ -140,6 +137,8 @@ def run(cfg: DictConfig) -> float:
     wandb_id = (resume["audiolstm"].get("wandb_id") if resume else None)
     loggers = build_loggers(cfg, run_dir, wandb_id)
     callbacks = build_callbacks(cfg)
+    if resume is not None:
+        callbacks.append(AdoptDataModuleState())
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
     hparams = to_container(cfg) | {"params": model.num_params, "run_dir": str(run_dir)}
@@ -178,6 +177,7 @@ def run(cfg: DictConfig) -> float:
         "status": "completed",
         "run_dir": str(run_dir),
         "overrides": run_label(),
+        "resumed_from": ckpt_path,
         "sweep_name": cfg.get("sweep_name"),
         "best_val_loss": best_val,
         "val": val_metrics,

@@ -4,7 +4,7 @@ Each batch of `n_jobs` trials is turned into override lists and handed to the co
 launcher (basic, joblib, submitit), so an Optuna search runs wherever a grid sweep runs.
 Every job also gets an `optuna={study_name, storage, trial_number, pruner}` override; the
 training job uses it to report its validation loss after every epoch and to prune itself
-(audiolstm/optuna_pruning.py). A job that fails or returns a non-finite value is told to
+(audiolstm/training/pruning.py). A job that fails or returns a non-finite value is told to
 the study as FAIL and the search goes on.
 """
 

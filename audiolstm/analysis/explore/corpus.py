@@ -4,7 +4,7 @@ With several files (`data=folder`, a manifest) the study first describes each fi
 its place in the corpus signal, duration, RMS, peak, the share of its duration that is
 silent, and how many of its samples each split holds; then the usual study runs on the
 whole. `file_table` takes the corpus signal, its file boundaries and the split
-assignment as sample ranges, so where those come from (today `source_signal`'s
+assignment as sample ranges, so where those come from (today the corpus'
 `meta["boundaries"]` and contiguous splits of the concatenation) is the caller's choice.
 One streamed pass per file.
 """
