@@ -606,9 +606,9 @@ def host_syncs_off() -> Iterator[dict[str, int]]:
 
     def on_device(self: Any, pred: torch.Tensor, y: torch.Tensor) -> None:
         counts["train_error"] += 1
-        scale = self.affine("train")[1]
-        r = (self._new_samples(pred) - self._new_samples(y)).double()
-        sums = torch.stack([r.square().sum() * scale**2, r.new_full((), float(r.numel()))])
+        s = self.scoring("train")  # evaluation/frame_scores.py train_error, without .cpu()
+        r = (s.new_samples(pred) - s.new_samples(y)).double()
+        sums = torch.stack([r.square().sum() * s.scale**2, r.new_full((), float(r.numel()))])
         self._train_sse = self._train_sse.to(sums.device) + sums
 
     base.torch = proxy

@@ -315,7 +315,7 @@ def test_random_crops_draw_uniformly_among_allowed_starts_only(tmp_path: Path) -
     Mutant caught: the run search in `WindowDataset._locate` with side="left" (each run's
     first index read one past the previous run's end: a start that is not allowed)."""
     _corpus(tmp_path)
-    dm = _dm(tmp_path, train_examples_per_epoch=64)
+    dm = _dm(tmp_path, train_examples_per_epoch=64, window_shift=8000, eval_window_shift=700)
     ds = dm.dataset("train")
     want = _kept_starts(dm, "train", 0.25)
     every = _kept_starts(dm, "train", None)
