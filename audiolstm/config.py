@@ -29,6 +29,7 @@ from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
 from audiolstm.models.quantize import KINDS as QUANTIZATIONS
 from audiolstm.models.registry import ARCHS, samplernn_tiers, unused_settings
 from audiolstm.models.samplernn import check_frame_sizes
+from audiolstm.training.callbacks import SAMPLE_KEY, check_sample_settings
 
 
 @dataclass
@@ -197,6 +198,9 @@ def validate_train(cfg: DictConfig) -> None:
     validate_likelihood(cfg)
     if cfg.ckpt_path and cfg.init_from:
         raise UserError("ckpt_path and init_from are exclusive: resume OR warm-start, not both")
+    samples = OmegaConf.select(cfg, SAMPLE_KEY)
+    if samples:
+        check_sample_settings(samples)  # the audio score's mode, thresholds, best-audio
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise UserError(f"trainer.max_epochs={max_epochs!r} must be >= 1 (or -1)")

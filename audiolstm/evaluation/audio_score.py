@@ -412,8 +412,10 @@ def build_reference(real_audio: np.ndarray | Sequence[np.ndarray], sample_rate: 
     `real_audio` is 1-D audio at the original scale, or several pieces (a corpus split's
     files; no window spans two). Windows of the clip's length (to a frame) start every
     half clip. Refused with a `UserError` that names `name`: a clip shorter than
-    `MIN_CLIP_SECONDS`, a reference that is silent, or one with no piece of two clips'
-    length (a floor window must leave a window of real audio that does not overlap it).
+    `MIN_CLIP_SECONDS`, a reference that is silent, one with no piece of two clips'
+    length (a floor window must leave a window of real audio that does not overlap it),
+    or one whose own clips are no closer to it than shaped noise (floor >= ceiling: the
+    score would have no scale).
     """
     settings = (settings or ScoreSettings()).validate()
     sr = int(sample_rate)
@@ -485,11 +487,17 @@ def build_reference(real_audio: np.ndarray | Sequence[np.ndarray], sample_rate: 
     rng = np.random.default_rng(seed)
     ceilings = [_fd(centred_cov(an.log_mel(shaped_noise(spectrum, clip, rng) * level_std)),
                     pooled) for _ in range(CEILING_DRAWS)]
+    floor, ceiling = float(np.median(floors)), float(np.median(ceilings))
+    if not ceiling > floor:
+        raise UserError(f"{name}: the reference's own {clip_seconds:g} s clips are as far from "
+                        f"it as noise shaped like it (FD floor {floor:.0f} >= ceiling "
+                        f"{ceiling:.0f}), so the score has no scale; score longer clips or "
+                        "give a longer reference")
     finite_loops = [v for v in loops if np.isfinite(v)]
     return AudioReference(
         sample_rate=sr, clip_seconds=float(clip_seconds), settings=settings, analysis=an,
         cov=pooled, mean=ref_mean, seconds=total / sr, windows=len(windows),
-        fd_floor=float(np.median(floors)), fd_ceiling=float(np.median(ceilings)),
+        fd_floor=floor, fd_ceiling=ceiling,
         fd_floor_clips=tuple(floors), fd_ceiling_draws=tuple(ceilings),
         timbre_db=float(np.median(timbres)), flatness_db=ref_flatness,
         rms_median=rms_median, level_mean=level_mean, level_std=level_std,

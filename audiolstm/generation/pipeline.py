@@ -13,7 +13,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,12 @@ from audiolstm.errors import UserError
 from audiolstm.evaluation.metrics import generation_metrics
 from audiolstm.evaluation.plots import plot_generation
 from audiolstm.generation.reconstruction import frame_signal, frames_to_audio, resolve_deticking
+from audiolstm.generation.scoring import (
+    generation_reference,
+    score_metrics,
+    score_request,
+    summary_line,
+)
 from audiolstm.generation.strategies import GREEDY, STRATEGIES, Sampling, generate_frames
 from audiolstm.models.base import AudioModel, ProgressFn
 from audiolstm.models.checkpoints import model_from_checkpoint
@@ -180,22 +186,33 @@ def run(cfg) -> dict[str, Any]:
         raise UserError(f"strategy={cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if cfg.seconds <= 0:
         raise UserError(f"seconds={cfg.seconds!r} must be > 0")
+    score_req = score_request(cfg.score, cfg.score_settings, "score", "score_settings")
+    if cfg.reference and not score_req.enabled:
+        raise UserError(f"reference={cfg.reference} has no effect with score=false")
     device = _device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt_path, "ckpt_path", map_location=str(device))
     state = model.data_state
     sr = state.sample_rate
+
+    @functools.cache
+    def datamodule() -> AudioDataModule:
+        dm = AudioDataModule.from_data_state(state, cache_dir=cfg.paths.cache_dir)
+        dm.setup()
+        return dm
+
     s = cfg.seed
     if s.path:
         seed_signal, source, split = load_audio(s.path, sr), str(s.path), "test"
     else:
         if s.split not in SPLITS:
             raise UserError(f"seed.split={s.split!r} is not one of {', '.join(SPLITS)}")
-        dm = AudioDataModule.from_data_state(state, cache_dir=cfg.paths.cache_dir)
-        dm.setup()
         # one file's piece of the split (a corpus: its longest), never across a boundary
-        seed_signal, seed_file = dm.seed_signal(s.split)
+        seed_signal, seed_file = datamodule().seed_signal(s.split)
         source, split = f"{s.split} split ({seed_file})", s.split
     seed_audio, start = pick_seed(seed_signal, sr, s.seconds, s.start_seconds, s.seed, source)
+    # before generating: a reference that cannot score stops the job now, not after it
+    reference, score_skipped, reference_source = generation_reference(
+        score_req, cfg.reference, state, cfg.seconds, datamodule)
 
     if cfg.temperature < 0 or cfg.feedback_noise < 0:
         raise UserError("temperature and feedback_noise must be >= 0")
@@ -206,6 +223,8 @@ def run(cfg) -> dict[str, Any]:
     with bar as update:
         cont = continue_audio(model, state, seed_audio, split, cfg.seconds, cfg.strategy,
                               cfg.window, cfg.deticking, cfg.crossfade, update, sampling)
+    score, score_numbers = score_metrics(cont.generated, reference, score_skipped)
+    cont.metrics |= score_numbers
     settings = {
         "ckpt_path": str(cfg.ckpt_path), "strategy": cfg.strategy, "window": cfg.window,
         "deticking": resolve_deticking(cfg.deticking, state.step, state.x_len),
@@ -213,13 +232,17 @@ def run(cfg) -> dict[str, Any]:
         "seed_seconds": s.seconds, "device": str(device), "sample_rate": sr,
         "temperature": cfg.temperature, "feedback_noise": cfg.feedback_noise,
         "head": model.hparams.get("head", "mse"),
+        "reference": reference_source, "score": score_req.mode,
+        "score_settings": asdict(score_req.settings),
     }
     out_dir = Path(cfg.paths.output_dir)
     record = write_outputs(cont, out_dir, "generated", settings)
     m = cont.metrics
     print(f"generated {cfg.seconds:g} s ({cfg.strategy}) in {cont.wall_seconds:.2f} s "
           f"= {m['real_time_factor']:.1f}x real time; tick score {m['tick_score']:.3f}, "
-          f"RMS ratio {m['rms_ratio']:.3f}\noutputs: {out_dir}", flush=True)
+          f"RMS ratio {m['rms_ratio']:.3f}", flush=True)
+    print(summary_line(score) if score else f"audio score skipped: {score_skipped}", flush=True)
+    print(f"outputs: {out_dir}", flush=True)
     return record
 
 
