@@ -24,12 +24,12 @@ from audiolstm.data.settings import (
     validate_repr,
 )
 from audiolstm.errors import UserError, one_of, positive_int
+from audiolstm.evaluation.audio_score import ScoreSettings, parse_score_config
 from audiolstm.models.base import DEFAULT_OPTIMIZER
 from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
 from audiolstm.models.quantize import KINDS as QUANTIZATIONS
 from audiolstm.models.registry import ARCHS, samplernn_tiers, unused_settings
 from audiolstm.models.samplernn import check_frame_sizes
-from audiolstm.training.callbacks import SAMPLE_KEY, check_sample_settings
 
 
 @dataclass
@@ -187,6 +187,24 @@ def validate_likelihood(cfg: DictConfig) -> None:
                 f"data.seq_len={cfg.data.seq_len}, data.x_len={x_len}: an example of "
                 f"{(cfg.data.seq_len + 1) * x_len} samples has no target after SampleRNN's "
                 f"first frame of model.frame_sizes[0]={top}; make examples longer")
+
+
+#: the config node of the training-time sample callback (conf/callbacks/default.yaml)
+SAMPLE_KEY = "callbacks.sample_generation"
+
+
+def check_sample_settings(node: Any, key: str = SAMPLE_KEY) -> tuple[str, ScoreSettings]:
+    """The sample callback's audio score settings: mode, thresholds, keep_best_audio."""
+    mode, settings = parse_score_config(node.get("score", "auto"), node.get("score_settings"),
+                                        f"{key}.score", f"{key}.score_settings")
+    if node.get("keep_best_audio"):
+        if mode == "false":
+            raise UserError(f"{key}.keep_best_audio=true needs the audio score "
+                            f"({key}.score=false)")
+        if not node.get("every_n_epochs"):
+            raise UserError(f"{key}.keep_best_audio=true needs samples during training "
+                            f"({key}.every_n_epochs={node.get('every_n_epochs')!r})")
+    return mode, settings
 
 
 def validate_train(cfg: DictConfig) -> None:

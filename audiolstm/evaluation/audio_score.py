@@ -25,9 +25,12 @@ same data set and needs nothing downloaded:
   `CEILING_DRAWS` Gaussian noises of that length shaped to the reference's long-term
   power spectrum). The score is `(ceiling - FD) / (ceiling - floor)`: 1 ≈ as real as
   real audio, 0 ≈ as good as shaped noise, < 0 worse (silence, a frozen tone). On the
-  FD's own (linear) scale: of linear, square-root and log scales, it gave held-out real
-  clips the narrowest spread around 1 relative to the distance to noise, and the most
-  proportional response to real audio mixed with noise (bench/RESULTS.md).
+  FD's own (linear) scale: of linear, square-root and log scales, linear put the most
+  spreads of held-out real scores between real audio and noise on every data set
+  measured (orchestral corpus, 20 s: 1.56 vs 1.20 (sqrt) vs 0.93 (log); built-in data
+  likewise); how proportionally each scale follows real audio mixed with noise differs
+  by data set (corpus: log closest; built-in data: linear), so it did not decide.
+  bench/RESULTS.md, "Audio score: calibration on real audio".
 - **Flags beside it**, each a boolean with the number it is decided on: spectral
   flatness against the reference's (noise-like), silent seconds, the RMS of every second
   relative to the reference's median second (loudness), a DC offset, and a stuck loop
@@ -124,6 +127,28 @@ class ScoreSettings:
                 raise UserError(f"{prefix}.{key} is not a score setting "
                                 f"(known: {', '.join(known)})")
         return cls(**values).validate(prefix)
+
+
+#: a config's `score` switch: auto (score where the reference allows), true (required), false
+SCORE_MODES = ("auto", "true", "false")
+
+
+def parse_score_config(mode: Any, settings: Mapping[str, Any] | None, key: str,
+                       settings_key: str) -> tuple[str, ScoreSettings]:
+    """A config's score switch and thresholds, checked: (mode as text, settings).
+    With the score off, a threshold changed from its default is an error (it would be
+    ignored)."""
+    text = str(mode).lower() if isinstance(mode, (bool, str)) else None
+    if text not in SCORE_MODES:
+        raise UserError(f"{key}={mode!r} is not one of {', '.join(SCORE_MODES)}")
+    parsed = ScoreSettings.from_mapping(settings, prefix=settings_key)
+    default = ScoreSettings()
+    if text == "false" and parsed != default:
+        changed = next(f.name for f in fields(ScoreSettings)
+                       if getattr(parsed, f.name) != getattr(default, f.name))
+        raise UserError(f"{settings_key}.{changed}={getattr(parsed, changed)!r} has no effect "
+                        f"with {key}=false")
+    return text, parsed
 
 
 # ------------------------------------------------------------------------------- pieces

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,11 @@ from audiolstm.evaluation.audio_score import (
     AudioScore,
     ScoreSettings,
     build_reference,
+    parse_score_config,
     score_clip,
 )
 
 log = logging.getLogger(__name__)
-
-SCORE_MODES = ("auto", "true", "false")
-
 
 @dataclass(frozen=True)
 class ScoreRequest:
@@ -85,15 +83,7 @@ def generation_reference(req: ScoreRequest, path: str | None, state: DataState,
 def score_request(mode: Any, settings: Mapping[str, Any] | None, key: str,
                   settings_key: str) -> ScoreRequest:
     """Validate a config's score mode and thresholds (before any data is read)."""
-    text = str(mode).lower() if isinstance(mode, (bool, str)) else None
-    if text not in SCORE_MODES:
-        raise UserError(f"{key}={mode!r} is not one of auto, true, false")
-    parsed = ScoreSettings.from_mapping(settings, prefix=settings_key)
-    if text == "false" and parsed != ScoreSettings():
-        changed = next(k for k, v in asdict(parsed).items() if v != getattr(ScoreSettings(), k))
-        raise UserError(f"{settings_key}.{changed}={getattr(parsed, changed)!r} has no effect "
-                        f"with {key}=false")
-    return ScoreRequest(text, parsed, key)
+    return ScoreRequest(*parse_score_config(mode, settings, key, settings_key), key)
 
 
 def score_metrics(clip: np.ndarray, ref: AudioReference | None,

@@ -18,10 +18,10 @@ from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 
 from audiolstm.atomic import temp_sibling
-from audiolstm.errors import UserError
+from audiolstm.config import SAMPLE_KEY, check_sample_settings
 from audiolstm.evaluation.audio_score import AudioReference
 from audiolstm.generation.pipeline import continue_audio, write_outputs
-from audiolstm.generation.scoring import ScoreRequest, score_metrics, score_request, summary_line
+from audiolstm.generation.scoring import ScoreRequest, score_metrics, summary_line
 from audiolstm.generation.strategies import Sampling
 from audiolstm.models.base import float32_eval
 from audiolstm.runinfo import SAMPLE_FIELDS
@@ -88,24 +88,8 @@ class ReseedEachBatch(Callback):
                            + trainer.global_step) % 2**63)
 
 
-#: the config node of the sample callback (conf/callbacks/default.yaml), for messages
-SAMPLE_KEY = "callbacks.sample_generation"
 #: what keep_best_audio writes beside the best-loss checkpoint
 BEST_AUDIO_CKPT = "best-audio.ckpt"
-
-
-def check_sample_settings(node: Any, key: str = SAMPLE_KEY) -> ScoreRequest:
-    """The sample callback's score settings, checked before any data is read."""
-    req = score_request(node.get("score", "auto"), node.get("score_settings"),
-                        f"{key}.score", f"{key}.score_settings")
-    if node.get("keep_best_audio"):
-        if not req.enabled:
-            raise UserError(f"{key}.keep_best_audio=true needs the audio score "
-                            f"({key}.score=false)")
-        if not node.get("every_n_epochs"):
-            raise UserError(f"{key}.keep_best_audio=true needs samples during training "
-                            f"({key}.every_n_epochs={node.get('every_n_epochs')!r})")
-    return req
 
 
 class SampleGeneration(Callback):
@@ -135,9 +119,10 @@ class SampleGeneration(Callback):
         self.strategy = strategy
         self.deticking = deticking
         self.dirname = dirname
-        self.score = check_sample_settings(
+        self.score = ScoreRequest(*check_sample_settings(
             {"score": score, "score_settings": dict(score_settings or {}),
-             "keep_best_audio": keep_best_audio, "every_n_epochs": every_n_epochs})
+             "keep_best_audio": keep_best_audio, "every_n_epochs": every_n_epochs}),
+            f"{SAMPLE_KEY}.score")
         self.keep_best_audio = keep_best_audio
         self._last_epoch = -1
         self._reference: AudioReference | None = None
