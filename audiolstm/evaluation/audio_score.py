@@ -26,11 +26,11 @@ same data set and needs nothing downloaded:
   power spectrum). The score is `(ceiling - FD) / (ceiling - floor)`: 1 ≈ as real as
   real audio, 0 ≈ as good as shaped noise, < 0 worse (silence, a frozen tone). On the
   FD's own (linear) scale: of linear, square-root and log scales, linear put the most
-  spreads of held-out real scores between real audio and noise on every data set
-  measured (orchestral corpus, 20 s: 1.56 vs 1.20 (sqrt) vs 0.93 (log); built-in data
-  likewise); how proportionally each scale follows real audio mixed with noise differs
-  by data set (corpus: log closest; built-in data: linear), so it did not decide.
-  bench/RESULTS.md, "Audio score: calibration on real audio".
+  spreads of held-out real scores between real audio and noise on 7 of the 8 data sets
+  x clip lengths measured (orchestral corpus, 20 s: 1.56 vs 1.20 (sqrt) vs 0.93 (log);
+  built-in data, speech likewise; on 4 s clips of one orchestral recording no scale
+  separates); how proportionally each scale follows real audio mixed with noise differs
+  by data set, so that did not decide. bench/RESULTS.md, "Audio score: calibration".
 - **Flags beside it**, each a boolean with the number it is decided on: spectral
   flatness against the reference's (noise-like), silent seconds, the RMS of every second
   relative to the reference's median second (loudness), a DC offset, and a stuck loop
