@@ -261,3 +261,22 @@ def test_schema_has_one_home_for_the_audio_fields() -> None:
     assert {"audio_score", "best_audio_score", "ckpt_best_audio", "ckpt_best"} <= keys
     assert "audio_score" in SAMPLE_FIELDS and RANKABLE["audio_score"] == "max"
     assert RANKABLE["best_val_loss"] == "min"
+
+
+@pytest.mark.slow  # two gloo processes: ~1 min on 2 cores
+def test_best_audio_checkpoint_under_ddp(tmp_path: Path) -> None:
+    """Rank 0 scores; saving is collective, so every rank must take part (a rank that
+    skipped it would leave the others waiting at the barrier forever)."""
+    from tests.conftest import run_script
+
+    out = tmp_path / "ddp"
+    sample = "callbacks.sample_generation"
+    res = run_script("train.py", *TINY, "data.synth_seconds=120", "trainer=ddp_cpu",
+                     f"{sample}.seconds=4", f"{sample}.seed_seconds=1",
+                     f"{sample}.keep_best_audio=true", f"hydra.run.dir={out}", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ckpt_best_audio"] == str(out / "checkpoints" / "best-audio.ckpt")
+    assert (out / "checkpoints" / "best-audio.ckpt").is_file()
+    assert summary["best_audio_epoch"] in (1, 2)
+    assert not list((out / "checkpoints").glob(".*.tmp"))  # no temp file left behind
