@@ -24,6 +24,7 @@ from audiolstm.data.settings import (
     validate_repr,
 )
 from audiolstm.errors import UserError, one_of, positive_int
+from audiolstm.evaluation.audio_score import ScoreSettings, parse_score_config
 from audiolstm.models.base import DEFAULT_OPTIMIZER
 from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
 from audiolstm.models.quantize import KINDS as QUANTIZATIONS
@@ -181,6 +182,24 @@ def validate_likelihood(cfg: DictConfig) -> None:
                 f"first frame of model.frame_sizes[0]={top}; make examples longer")
 
 
+#: the config node of the training-time sample callback (conf/callbacks/default.yaml)
+SAMPLE_KEY = "callbacks.sample_generation"
+
+
+def check_sample_settings(node: Any, key: str = SAMPLE_KEY) -> tuple[str, ScoreSettings]:
+    """The sample callback's audio score settings: mode, thresholds, keep_best_audio."""
+    mode, settings = parse_score_config(node.get("score", "auto"), node.get("score_settings"),
+                                        f"{key}.score", f"{key}.score_settings")
+    if node.get("keep_best_audio"):
+        if mode == "false":
+            raise UserError(f"{key}.keep_best_audio=true needs the audio score "
+                            f"({key}.score=false)")
+        if not node.get("every_n_epochs"):
+            raise UserError(f"{key}.keep_best_audio=true needs samples during training "
+                            f"({key}.every_n_epochs={node.get('every_n_epochs')!r})")
+    return mode, settings
+
+
 def validate_train(cfg: DictConfig) -> None:
     """Everything `train.py` can check before touching data or building a model."""
     validate_data(cfg.data)
@@ -190,6 +209,9 @@ def validate_train(cfg: DictConfig) -> None:
     validate_likelihood(cfg)
     if cfg.ckpt_path and cfg.init_from:
         raise UserError("ckpt_path and init_from are exclusive: resume OR warm-start, not both")
+    samples = OmegaConf.select(cfg, SAMPLE_KEY)
+    if samples:
+        check_sample_settings(samples)  # the audio score's mode, thresholds, best-audio
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise UserError(f"trainer.max_epochs={max_epochs!r} must be >= 1 (or -1)")

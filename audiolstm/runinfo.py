@@ -37,12 +37,14 @@ class SummaryField:
                  "split_durations"] = "num"
     #: a table column even when no run has a value
     always: bool = False
+    #: "min" or "max": the report can rank runs by this field (`report.py --sort KEY`)
+    better: Literal["min", "max"] | None = None
 
 
 SUMMARY_FIELDS: tuple[SummaryField, ...] = (
     SummaryField("params", "params", fmt="params", always=True),
-    SummaryField("best_val_loss", "best val loss", always=True),
-    SummaryField("test_loss", "test loss", metric="test/loss", always=True),
+    SummaryField("best_val_loss", "best val loss", always=True, better="min"),
+    SummaryField("test_loss", "test loss", metric="test/loss", always=True, better="min"),
     SummaryField("test_mse", "test MSE", metric="test/mse"),
     SummaryField("test_mse_zero", metric="test/mse_zero"),
     SummaryField("test_mse_persistence", metric="test/mse_persistence"),
@@ -53,7 +55,7 @@ SUMMARY_FIELDS: tuple[SummaryField, ...] = (
     # −log2 P per sample of the original-scale audio on 256 linear levels over [-1, 1]
     # (evaluation/likelihood.py, GRID_NAME; MSE models: Gaussian-equivalent)
     SummaryField("test_bits_per_sample", "bits / sample (linear256[-1,1])",
-                 metric="test/bits_per_sample"),
+                 metric="test/bits_per_sample", better="min"),
     # "likelihood" (the model's own) or "Gaussian-equivalent" (MSE models)
     SummaryField("bits_kind", "bits kind", fmt="text"),
     SummaryField("test_bits_per_sample_ridge", "ridge bits / sample",
@@ -71,6 +73,24 @@ SUMMARY_FIELDS: tuple[SummaryField, ...] = (
     SummaryField("log_spectral_distance_db", "log-spectral dist. (dB)", sample=True),
     SummaryField("frame_correlation", "frame corr.", sample=True),
     SummaryField("frame_rate_energy_fraction", "energy at frame rate", sample=True),
+    # the last sample against the val split (evaluation/audio_score.py): 1 = real audio,
+    # 0 = noise shaped like it; its FD and the flags' numbers beside it
+    SummaryField("audio_score", "audio score", sample=True, better="max"),
+    SummaryField("audio_fd", sample=True),
+    SummaryField("audio_flatness_db", "flatness dB", sample=True),
+    SummaryField("audio_flatness_ref_db", "val flatness dB", sample=True),
+    SummaryField("audio_silent_seconds", "silent s", sample=True, fmt="int"),
+    SummaryField("audio_rms_min", "RMS/s min", sample=True),
+    SummaryField("audio_rms_max", "RMS/s max", sample=True),
+    SummaryField("audio_dc_offset", sample=True),
+    SummaryField("audio_loop_corr", "loop corr.", sample=True),
+    SummaryField("audio_flags", "audio flags", sample=True, fmt="text"),
+    # the best-scoring sample of the run (callbacks.sample_generation.keep_best_audio=true
+    # also keeps its weights: ckpt_best_audio, beside ckpt_best, the best val loss)
+    SummaryField("best_audio_score", "best audio score", better="max"),
+    SummaryField("best_audio_epoch", "best audio epoch", fmt="int"),
+    SummaryField("ckpt_best", fmt="text"),
+    SummaryField("ckpt_best_audio", fmt="text"),
     # the data per split (AudioDataModule.split_summary): examples, files, seconds
     SummaryField("examples", "examples train/val/test", fmt="splits"),
     SummaryField("files", "files train/val/test", fmt="splits"),
@@ -88,6 +108,8 @@ SUMMARY_FIELDS: tuple[SummaryField, ...] = (
 METRIC_FIELDS = {f.metric: f.key for f in SUMMARY_FIELDS if f.metric}
 #: summary keys taken from the last generated sample
 SAMPLE_FIELDS = tuple(f.key for f in SUMMARY_FIELDS if f.sample)
+#: summary keys the report can rank by, and which way is better
+RANKABLE = {f.key: f.better for f in SUMMARY_FIELDS if f.better}
 
 
 def now_iso() -> str:

@@ -4,7 +4,6 @@ generate.py, their records, and every bad value refused in one line."""
 from __future__ import annotations
 
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from audiolstm.config import to_container
 from audiolstm.data.datamodule import AudioDataModule
 from audiolstm.errors import UserError
 from audiolstm.generation import pipeline
-from audiolstm.generation.candidates import SCORE_MODULE, rank_order
+from audiolstm.generation.candidates import rank_order
 from audiolstm.generation.strategies import FrameLikelihood, Sampling, generate_frames
 from audiolstm.models.checkpoints import model_from_checkpoint
 from audiolstm.models.frame_rnn import AudioRNN
@@ -119,36 +118,30 @@ def test_one_candidate_writes_what_it_always_wrote(samplernn_ckpt: Path, tmp_pat
 def test_rank_by_score_uses_the_audio_score(gaussian_ckpt: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """rank=score on a frame model (head=gaussian, 3 streams through the frame strategies):
-    the candidates are ranked by `score_clip` of their generated audio against one
-    reference built from the checkpoint's test split (a stub score here: the clip's RMS,
-    so the loudest ranks first), and the score's fields land in the metrics."""
-    calls: dict[str, list] = {"reference": [], "clips": []}
+    every candidate is scored against the one reference and ranked by that score (a stub
+    score here: the clip's RMS, so the loudest ranks first), and the score's fields land
+    in the metrics. Mutants caught: ranking lowest first, keeping the first drawn."""
+    clips: list[np.ndarray] = []
 
-    def build_reference(real, sample_rate, clip_seconds, seed=0):
-        calls["reference"].append((len(real), sample_rate, clip_seconds, seed))
-        return "ref"
-
-    def score_clip(clip, ref):
-        calls["clips"].append(np.asarray(clip).copy())
+    def score_metrics(clip, ref, skipped):
+        assert ref == "ref" and skipped is None
+        clips.append(np.asarray(clip).copy())
         rms = float(np.sqrt(np.mean(np.square(clip, dtype=np.float64))))
-        return types.SimpleNamespace(score=rms, to_dict=lambda: {"audio_rms_stub": rms})
+        return types.SimpleNamespace(score=rms), {"audio_score": rms, "audio_rms_stub": rms}
 
-    stub = types.ModuleType(SCORE_MODULE)
-    stub.build_reference, stub.score_clip = build_reference, score_clip
-    monkeypatch.setitem(sys.modules, SCORE_MODULE, stub)
+    monkeypatch.setattr(pipeline, "generation_reference",
+                        lambda req, path, state, seconds, dm: ("ref", None, "stub"))
+    monkeypatch.setattr(pipeline, "score_metrics", score_metrics)
+    monkeypatch.setattr(pipeline, "summary_line", lambda score: "stub score")
     out = tmp_path / "g"
     record = _generate(gaussian_ckpt, out, "candidates=3", "keep=1", "rank=score",
                        "strategy=refeed")
-    model = model_from_checkpoint(gaussian_ckpt)
-    dm = AudioDataModule.from_data_state(model.data_state)
-    dm.setup()
-    assert calls["reference"] == [(len(dm.splits["test"]), 16000, 0.05, 0)]
-    rms = [float(np.sqrt(np.mean(np.square(c, dtype=np.float64)))) for c in calls["clips"]]
+    rms = [float(np.sqrt(np.mean(np.square(c, dtype=np.float64)))) for c in clips]
     assert len(rms) == 3 and len(set(rms)) == 3
     assert [row["audio_score"] for row in record["candidates"]] == sorted(rms, reverse=True)
     assert record["metrics"]["audio_rms_stub"] == max(rms)
     audio, _ = sf.read(out / "generated.wav", dtype="float32")
-    np.testing.assert_array_equal(audio[-800:], calls["clips"][int(np.argmax(rms))])
+    np.testing.assert_array_equal(audio[-800:], clips[int(np.argmax(rms))])
 
 
 @pytest.mark.parametrize("strategy", ["stateful", "refeed"])
@@ -193,13 +186,12 @@ def test_rank_order_is_highest_first_stable_nan_last() -> None:
     ("gaussian", ["top_p=0.9"], "model.head=gaussian"),
     ("mse", ["candidates=2"], "candidates=2 would be 2 identical"),
     ("mse", ["candidates=2", "feedback_noise=0.1"], "rank=likelihood needs a model with a"),
-    ("samplernn", ["candidates=2", "rank=score"], "rank=score needs"),
+    ("samplernn", ["candidates=2", "rank=score", "score=false"], "rank=score needs the audio score"),
 ])
 def test_bad_controls_are_one_line_naming_the_field(request, tmp_path: Path, monkeypatch,
                                                     ckpt: str, overrides: list[str],
                                                     message: str) -> None:
     """Each refused before anything is generated or written."""
-    monkeypatch.setitem(sys.modules, SCORE_MODULE, None)  # as if not installed
     path = request.getfixturevalue(f"{ckpt}_ckpt")
     with pytest.raises(UserError, match=None) as err:
         _generate(path, tmp_path / "g", *overrides)

@@ -1,4 +1,4 @@
-"""`python report.py DIR [DIR ...] [--out OUT] [--title TITLE]`: compare the runs of a sweep.
+"""`python report.py DIR [DIR ...] [--out OUT] [--title TITLE] [--sort KEY]`: compare runs.
 
 DIR is a multirun directory (its sub-directories are runs) or a run directory. The report
 is built only from what runs leave on disk (summary.json, .hydra/overrides.yaml,
@@ -7,8 +7,10 @@ on a cluster: a run without summary.json shows as "incomplete", failed and prune
 show their reason. Written into DIR (or OUT):
 
 - report.csv   one line per run, every number at full precision (for pandas/spreadsheets)
-- report.md    the table sorted by best validation loss (best completed run marked),
-               failure reasons, the learning curves and links to the samples
+- report.md    the table sorted by best validation loss, or by any summary field with a
+               direction (`--sort audio_score`: how the last samples sound), the best
+               completed run marked, failure reasons, the learning curves, links to the
+               samples and, where runs kept one, their best-loss and best-audio checkpoints
 - report.html  the same, self-contained (inline CSS, images and audio as data URIs) so it
                can be mailed or attached to a W&B report: one <audio> player per run
 - learning_curves.png  train (dashed) and val (solid) loss of every run, overlaid
@@ -31,7 +33,7 @@ from typing import Any
 from audiolstm.atomic import write_text
 from audiolstm.errors import UserError
 from audiolstm.evaluation.plots import plot_learning_curves
-from audiolstm.runinfo import SUMMARY_FIELDS, epoch_curves, read_json
+from audiolstm.runinfo import RANKABLE, SUMMARY_FIELDS, epoch_curves, read_json
 
 #: Media larger than this are linked (relative path) instead of embedded in report.html.
 MAX_EMBED_BYTES = 8 * 1024 * 1024
@@ -161,18 +163,59 @@ def _label_runs(runs: list[Run], several_dirs: bool) -> list[str]:
     return [f"{k}={split[0][k]}" if split[0][k] else k for k in common] if runs else []
 
 
-def rank_runs(runs: list[Run]) -> list[Run]:
-    """Sort by best validation loss (runs without one last); mark the best completed run."""
+#: the default ranking
+DEFAULT_SORT = "best_val_loss"
+
+
+def sort_value(r: Run, key: str) -> float | None:
+    """The number a run is ranked by (best val loss falls back on metrics.csv)."""
+    v = r.val_loss if key == "best_val_loss" else r.get(key)
+    return v if v is not None and math.isfinite(v) else None
+
+
+def check_sort(sort: str) -> None:
+    if sort not in RANKABLE:
+        raise UserError(f"--sort={sort} is not a summary field the report can rank by "
+                        f"(one of: {', '.join(RANKABLE)})")
+
+
+def rank_runs(runs: list[Run], sort: str = DEFAULT_SORT) -> list[Run]:
+    """Sort by `sort` (a summary field with a direction; runs without a value last) and
+    mark the best completed run."""
+    check_sort(sort)
+    sign = 1.0 if RANKABLE[sort] == "min" else -1.0
     order = {"completed": 0, "pruned": 1, "incomplete": 2, "failed": 3}
-    runs = sorted(runs, key=lambda r: (r.val_loss is None,
-                                       r.val_loss if r.val_loss is not None else 0.0,
-                                       order.get(r.status, 4), r.num))
+
+    def key(r: Run) -> tuple:
+        v = sort_value(r, sort)
+        return (v is None, sign * v if v is not None else 0.0, order.get(r.status, 4), r.num)
+
+    runs = sorted(runs, key=key)
     for i, r in enumerate(runs, 1):
         r.rank = i
-    done = [r for r in runs if r.status == "completed" and r.val_loss is not None]
+    done = [r for r in runs if r.status == "completed" and sort_value(r, sort) is not None]
     if done:
         done[0].best = True
     return runs
+
+
+def _sorted_by(sort: str) -> str:
+    header = next((f.header for f in SUMMARY_FIELDS if f.key == sort), None) or sort
+    return f"{header} ({'lowest' if RANKABLE[sort] == 'min' else 'highest'} first)"
+
+
+def _checkpoints(runs: list[Run]) -> list[tuple[Run, str, str]]:
+    """(run, best-loss checkpoint, best-audio checkpoint) of the runs that kept a best-audio
+    one (callbacks.sample_generation.keep_best_audio=true)."""
+    out = []
+    for r in runs:
+        audio = r.summary.get("ckpt_best_audio")
+        if audio:
+            loss = r.summary.get("ckpt_best") or ""
+            score, epoch = r.get("best_audio_score"), r.get("best_audio_epoch")
+            what = f"epoch {int(epoch)}, audio score {_num(score, 3)}" if epoch else ""
+            out.append((r, f"{loss} (val loss {_num(r.val_loss)})", f"{audio} ({what})"))
+    return out
 
 
 # ------------------------------------------------------------------------------- formats
@@ -286,17 +329,19 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def write_markdown(path: Path, title: str, runs: list[Run], common: list[str],
-                   curves_png: Path | None) -> None:
+                   curves_png: Path | None, sort: str = DEFAULT_SORT) -> None:
     out = path.parent
     n = {s: sum(r.status == s for r in runs) for s in ("completed", "pruned", "failed",
                                                       "incomplete")}
     parts = [f"# {title}", "",
              f"{len(runs)} runs: " + ", ".join(f"{v} {k}" for k, v in n.items() if v) + ". "
-             "Sorted by best validation loss; ★ marks the best completed run. "
+             f"Sorted by {_sorted_by(sort)}; ★ marks the best completed run. "
              "*test / zero* and *test / persistence* are the test MSE divided by the MSE of "
              "predicting zeros and of repeating the last frame (below 1 = better than that "
              "baseline); *tick score* ≈ 1 means no clicks at frame boundaries; *RMS ratio* "
-             "is the loudness of the generated audio relative to its seed.", ""]
+             "is the loudness of the generated audio relative to its seed; *audio score* "
+             "compares the last sample with the validation audio (1 = as real as it, "
+             "0 = as good as noise shaped like it).", ""]
     if common:
         parts += ["Shared by every run: `" + " ".join(common) + "`", ""]
     parts += [markdown_table(runs), ""]
@@ -305,6 +350,12 @@ def write_markdown(path: Path, title: str, runs: list[Run], common: list[str],
         parts += ["## Runs that did not complete", ""]
         parts += [f"- #{r.rank} `{r.label}` **{r.status}**: {_md_escape(r.reason)}"
                   for r in problems]
+        parts.append("")
+    kept = _checkpoints(runs)
+    if kept:
+        parts += ["## Checkpoints: best loss and best audio", ""]
+        parts += [f"- #{r.rank} `{r.label}`: best loss `{_md_escape(loss)}`; best audio "
+                  f"`{_md_escape(audio)}`" for r, loss, audio in kept]
         parts.append("")
     if curves_png is not None:
         parts += ["## Learning curves", "",
@@ -372,7 +423,7 @@ window.addEventListener('load', function () { setTimeout(reportMedia, 500); });
 
 
 def write_html(path: Path, title: str, runs: list[Run], common: list[str],
-               curves_png: Path | None) -> None:
+               curves_png: Path | None, sort: str = DEFAULT_SORT) -> None:
     out = path.parent
     esc = html.escape
     rows = []
@@ -389,16 +440,24 @@ def write_html(path: Path, title: str, runs: list[Run], common: list[str],
         rows.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>")
     head = "".join(f"<th>{esc(h)}</th>" for h, _ in cols)
     body = [f"<h1>{esc(title)}</h1>",
-            f'<p class="note">{len(runs)} runs, sorted by best validation loss; ★ marks the '
-            "best completed run. <i>test / zero</i> and <i>test / persistence</i>: test MSE "
-            "divided by the MSE of predicting zeros and of repeating the last frame (below 1 "
-            "beats that baseline). <i>tick score</i> ≈ 1: no clicks at frame boundaries. "
-            "<i>RMS ratio</i>: loudness of the generated audio relative to its seed.</p>"]
+            f'<p class="note">{len(runs)} runs, sorted by {esc(_sorted_by(sort))}; ★ marks '
+            "the best completed run. <i>test / zero</i> and <i>test / persistence</i>: test "
+            "MSE divided by the MSE of predicting zeros and of repeating the last frame "
+            "(below 1 beats that baseline). <i>tick score</i> ≈ 1: no clicks at frame "
+            "boundaries. <i>RMS ratio</i>: loudness of the generated audio relative to its "
+            "seed. <i>audio score</i>: the last sample against the validation audio (1 = as "
+            "real as it, 0 = as good as noise shaped like it).</p>"]
     if common:
         body.append(f'<p class="note">Shared by every run: <code>{esc(" ".join(common))}'
                     "</code></p>")
     body.append(f'<table id="runs"><thead><tr>{head}</tr></thead><tbody>'
                 + "".join(rows) + "</tbody></table>")
+    kept = _checkpoints(runs)
+    if kept:
+        body.append("<h2>Checkpoints: best loss and best audio</h2><ul>")
+        body += [f"<li>#{r.rank} <code>{esc(r.label)}</code>: best loss <code>{esc(loss)}"
+                 f"</code>; best audio <code>{esc(audio)}</code></li>" for r, loss, audio in kept]
+        body.append("</ul>")
     if curves_png is not None:
         body += ["<h2>Learning curves</h2>",
                  f'<img class="curves" alt="learning curves" '
@@ -427,8 +486,10 @@ def write_html(path: Path, title: str, runs: list[Run], common: list[str],
 # ----------------------------------------------------------------------------------- main
 
 
-def build_report(dirs: Sequence[Path], out: Path, title: str | None = None) -> list[Run]:
+def build_report(dirs: Sequence[Path], out: Path, title: str | None = None,
+                 sort: str = DEFAULT_SORT) -> list[Run]:
     """Collect the runs under `dirs`, write the report files into `out`, return the rows."""
+    check_sort(sort)  # before reading anything
     paths = find_runs(dirs)
     if not paths:
         sweeps = sorted(p.parent for d in dirs for p in d.glob("*/multirun.yaml"))
@@ -438,7 +499,7 @@ def build_report(dirs: Sequence[Path], out: Path, title: str | None = None) -> l
                         f"directories with summary.json, .hydra/ or metrics.csv){hint}")
     runs = [load_run(p) for p in paths]
     common = _label_runs(runs, several_dirs=len(dirs) > 1)
-    runs = rank_runs(runs)
+    runs = rank_runs(runs, sort)
     out.mkdir(parents=True, exist_ok=True)
     if title is None:
         names = {r.summary.get("sweep_name") for r in runs} - {None}
@@ -450,8 +511,8 @@ def build_report(dirs: Sequence[Path], out: Path, title: str | None = None) -> l
         curves_png = plot_learning_curves(out / "learning_curves.png", curves,
                                           title=f"{title}: loss per epoch")
     write_csv(out / "report.csv", runs)
-    write_markdown(out / "report.md", title, runs, common, curves_png)
-    write_html(out / "report.html", title, runs, common, curves_png)
+    write_markdown(out / "report.md", title, runs, common, curves_png, sort)
+    write_html(out / "report.html", title, runs, common, curves_png, sort)
     return runs
 
 
@@ -467,16 +528,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where to write the report (default: DIR; required with "
                              "several DIRs)")
     parser.add_argument("--title", default=None, help="report title (default: the sweep name)")
+    parser.add_argument("--sort", default=DEFAULT_SORT, metavar="KEY",
+                        help=f"rank runs by this summary field (default {DEFAULT_SORT}; "
+                             f"one of: {', '.join(RANKABLE)})")
     args = parser.parse_args(argv)
     if args.out is None and len(args.dirs) > 1:
         raise UserError("several DIRs given: say where the report goes with --out DIR")
     out = args.out or args.dirs[0]
     if args.out is None and not args.dirs[0].is_dir():
         find_runs(args.dirs)  # the one-line error for a missing DIR
-    runs = build_report(args.dirs, out, args.title)
+    runs = build_report(args.dirs, out, args.title, args.sort)
     n_ok = sum(r.status == "completed" for r in runs)
     best = next((r for r in runs if r.best), None)
     print(f"report: {out / 'report.html'} ({len(runs)} runs, {n_ok} completed"
-          + (f"; best: {best.label}, val loss {_num(best.val_loss)}" if best else "") + ")",
+          + (f"; best: {best.label}, {args.sort} {_num(sort_value(best, args.sort))}"
+             if best else "") + ")",
           flush=True)
     return 0

@@ -138,6 +138,11 @@ def _stft_blocks(x: np.ndarray, n_fft: int, hop: int):
         yield spec.real**2 + spec.imag**2
 
 
+def stft_power_blocks(x: np.ndarray, n_fft: int = 1024, hop: int = 256):
+    """`stft_power` in blocks of frames, memory bounded for hour-long signals."""
+    return _stft_blocks(_as_1d(x, "x"), n_fft, hop)
+
+
 def stft_power(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
     """Power spectrogram `[n_frames, n_fft // 2 + 1]` of Hann-windowed frames (float64).
 

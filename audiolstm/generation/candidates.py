@@ -21,19 +21,17 @@ Ranks (`rank=`), higher first:
   frame models with `head=gaussian` (a density of the normalised values) or
   `head=logistic_mixture` (the probability of each value's cell).
 - `score`: `audiolstm.evaluation.audio_score.score_clip` of the generated audio against
-  held-out real audio of the checkpoint's data (its test split): 1 ≈ as real as real
-  audio, 0 ≈ shaped noise. Imported only when asked for.
+  held-out real audio (the checkpoint's test split, or `reference=PATH`): 1 ≈ as real
+  as real audio, 0 ≈ shaped noise; every candidate is scored whenever the score runs
+  (`score=auto|true`), and `rank=score` refuses to start when it cannot.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from audiolstm.errors import UserError, one_of, positive_int
 from audiolstm.models.base import AudioModel
@@ -41,7 +39,6 @@ from audiolstm.models.draw import check_top_p
 from audiolstm.models.samplernn import SampleRNN
 
 RANKS = ("likelihood", "score")
-SCORE_MODULE = "audiolstm.evaluation.audio_score"
 
 
 @dataclass(frozen=True)
@@ -105,32 +102,7 @@ def check_controls(top_p: Any, candidates: Any, keep: Any, rank: Any, temperatur
             raise UserError("rank=likelihood needs a model with a likelihood (SampleRNN, or "
                             "model.head=gaussian|logistic_mixture); this checkpoint's "
                             "model.head=mse: use rank=score")
-        if rank == "score":
-            score_module()
     return Controls(top_p, candidates, keep, rank)
-
-
-def score_module() -> Any:
-    """`audiolstm.evaluation.audio_score`, imported when a rank needs it."""
-    try:
-        return importlib.import_module(SCORE_MODULE)
-    except ImportError as e:
-        raise UserError(f"rank=score needs {SCORE_MODULE}, which this installation "
-                        f"lacks ({e})") from None
-
-
-def score_values(clips: Sequence[np.ndarray], real: Callable[[], np.ndarray],
-                 sample_rate: int, seconds: float, seed: int = 0
-                 ) -> list[dict[str, Any]]:
-    """Each clip's audio score (`AudioScore.to_dict()`, "audio_score" the normalised one)
-    against one reference built from `real()` (held-out audio at the original scale)."""
-    mod = score_module()
-    ref = mod.build_reference(np.asarray(real(), np.float32), sample_rate, seconds, seed)
-    out = []
-    for clip in clips:
-        score = mod.score_clip(np.asarray(clip, np.float32), ref)
-        out.append(score.to_dict() | {"audio_score": float(score.score)})
-    return out
 
 
 def rank_order(values: Sequence[float]) -> list[int]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,14 @@ from audiolstm.data.state import DataState
 from audiolstm.errors import UserError, check_temperature
 from audiolstm.evaluation.metrics import generation_metrics
 from audiolstm.evaluation.plots import plot_generation
-from audiolstm.generation.candidates import Controls, check_controls, rank_order, score_values
+from audiolstm.generation.candidates import Controls, check_controls, rank_order
 from audiolstm.generation.reconstruction import CROSSFADE, frame_signal, frames_to_audio
+from audiolstm.generation.scoring import (
+    generation_reference,
+    score_metrics,
+    score_request,
+    summary_line,
+)
 from audiolstm.generation.settings import FRAME_ONLY, applied_settings
 from audiolstm.generation.strategies import (
     GREEDY,
@@ -236,6 +242,9 @@ def run(cfg) -> dict[str, Any]:
         raise UserError("ckpt_path is required: python generate.py ckpt_path=PATH/TO/last.ckpt")
     if cfg.seconds <= 0:
         raise UserError(f"seconds={cfg.seconds!r} must be > 0")
+    score_req = score_request(cfg.score, cfg.score_settings, "score", "score_settings")
+    if cfg.reference and not score_req.enabled:
+        raise UserError(f"reference={cfg.reference} has no effect with score=false")
     device = _device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt_path, "ckpt_path", map_location=str(device))
     check_temperature(cfg.temperature, "temperature", UserError)
@@ -248,18 +257,28 @@ def run(cfg) -> dict[str, Any]:
     # before any audio is read: a setting this model does not read is refused
     applied_settings(isinstance(model, AudioRNN), state.step, state.x_len, **frame_settings)
     sr = state.sample_rate
+
+    @functools.cache
+    def datamodule() -> AudioDataModule:
+        dm = AudioDataModule.from_data_state(state, cache_dir=cfg.paths.cache_dir)
+        dm.setup()
+        return dm
+
     s = cfg.seed
     if s.path:
         seed_signal, source, split = load_audio(s.path, sr), str(s.path), "test"
     else:
         if s.split not in SPLITS:
             raise UserError(f"seed.split={s.split!r} is not one of {', '.join(SPLITS)}")
-        dm = AudioDataModule.from_data_state(state, cache_dir=cfg.paths.cache_dir)
-        dm.setup()
         # one file's piece of the split (a corpus: its longest), never across a boundary
-        seed_signal, seed_file = dm.seed_signal(s.split)
+        seed_signal, seed_file = datamodule().seed_signal(s.split)
         source, split = f"{s.split} split ({seed_file})", s.split
     seed_audio, start = pick_seed(seed_signal, sr, s.seconds, s.start_seconds, s.seed, source)
+    # before generating: a reference that cannot score stops the job now, not after it
+    reference, score_skipped, reference_source = generation_reference(
+        score_req, cfg.reference, state, cfg.seconds, datamodule)
+    if controls.rank == "score" and controls.candidates > 1 and reference is None:
+        raise UserError(f"rank=score needs the audio score, which is off here: {score_skipped}")
 
     sampling = Sampling(cfg.temperature, cfg.feedback_noise,
                         torch.Generator(device=device).manual_seed(int(s.seed)), controls.top_p)
@@ -269,19 +288,20 @@ def run(cfg) -> dict[str, Any]:
                                  cfg.window, cfg.deticking, cfg.crossfade, update, sampling,
                                  controls.candidates,
                                  controls.candidates > 1 and controls.rank == "likelihood")
-
-    def held_out() -> np.ndarray:  # the score's reference: the checkpoint's test split
-        data = AudioDataModule.from_data_state(state, cache_dir=cfg.paths.cache_dir)
-        data.setup()
-        return data.splits["test"]
-
-    order = _rank(conts, controls, held_out, cfg.seconds, int(s.seed))
-    cont = conts[order[0]]
+    scores = []
+    for c in conts:  # every candidate scored against the one reference (when there is one)
+        score, numbers = score_metrics(c.generated, reference, score_skipped)
+        c.metrics |= numbers
+        scores.append(score)
+    order = _rank(conts, controls)
+    cont, score = conts[order[0]], scores[order[0]]
     settings = {
         "ckpt_path": str(cfg.ckpt_path),
         "seconds": cfg.seconds, "seed_source": source, "seed_start_seconds": start,
         "seed_seconds": s.seconds, "device": str(device), "sample_rate": sr,
         "temperature": cfg.temperature, **cont.settings,
+        "reference": reference_source, "score": score_req.mode,
+        "score_settings": asdict(score_req.settings),
     }
     settings |= controls.settings()
     out_dir = Path(cfg.paths.output_dir)
@@ -290,22 +310,19 @@ def run(cfg) -> dict[str, Any]:
     how = settings.get("strategy", "samples")
     print(f"generated {cfg.seconds:g} s ({how}) in {cont.wall_seconds:.2f} s "
           f"= {m['real_time_factor']:.1f}x real time; tick score {m['tick_score']:.3f}, "
-          f"RMS ratio {m['rms_ratio']:.3f}\noutputs: {out_dir}", flush=True)
+          f"RMS ratio {m['rms_ratio']:.3f}", flush=True)
+    print(summary_line(score) if score else f"audio score skipped: {score_skipped}", flush=True)
+    print(f"outputs: {out_dir}", flush=True)
     return record
 
 
-def _rank(conts: list[Continuation], controls: Controls, held_out: Callable[[], np.ndarray],
-          seconds: float, seed: int) -> list[int]:
-    """Candidate indices, best first, by `controls.rank` (generation/candidates.py); the
-    audio scores, when they rank, go into each candidate's metrics."""
+def _rank(conts: list[Continuation], controls: Controls) -> list[int]:
+    """Candidate indices, best first, by `controls.rank` (generation/candidates.py): the
+    audio score already in each candidate's metrics, or its mean log-likelihood."""
     if len(conts) == 1:
         return [0]
     if controls.rank == "score":
-        scores = score_values([c.generated for c in conts], held_out, conts[0].sample_rate,
-                              seconds, seed)
-        for cont, score in zip(conts, scores, strict=True):
-            cont.metrics |= score
-        return rank_order([score["audio_score"] for score in scores])
+        return rank_order([c.metrics["audio_score"] for c in conts])
     return rank_order([c.log_likelihood for c in conts])
 
 

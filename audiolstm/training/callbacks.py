@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +18,18 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 
+from audiolstm.atomic import temp_sibling
+from audiolstm.config import SAMPLE_KEY, check_sample_settings
 from audiolstm.errors import UserError, check_temperature
+from audiolstm.evaluation.audio_score import AudioReference
 from audiolstm.generation.pipeline import continue_audio, write_outputs
+from audiolstm.generation.scoring import ScoreRequest, score_metrics, summary_line
 from audiolstm.generation.settings import applied_settings
 from audiolstm.generation.strategies import Sampling
 from audiolstm.models.base import float32_eval
 from audiolstm.runinfo import SAMPLE_FIELDS
+
+log = logging.getLogger(__name__)
 
 
 class PlainProgressBar(ProgressBar):
@@ -94,18 +104,29 @@ def check_sample_generation(cfg: Any) -> None:
                       UserError)
 
 
+#: what keep_best_audio writes beside the best-loss checkpoint
+BEST_AUDIO_CKPT = "best-audio.ckpt"
+
+
 class SampleGeneration(Callback):
     """Every N epochs (and when training ends) continue a fixed validation seed.
 
-    Writes samples/epoch_XXX.{wav,png,json} into the run dir, logs the audio
-    and the figure to W&B when it is on, and keeps the last metrics on the
-    module (`sample_metrics`) for summary.json.
+    Writes samples/epoch_XXX.{wav,png,json} into the run dir, logs the audio, the
+    figure and the numbers to W&B when it is on, and keeps the last metrics on the
+    module (`sample_metrics`) for summary.json. Each sample's generated part is scored
+    against the validation split (`score`: auto/true/false, generation/scoring.py; the
+    test split stays unseen); `keep_best_audio` also saves the weights of the
+    best-scoring sample as checkpoints/best-audio.ckpt, beside the best-loss checkpoint
+    (for generation and testing; resume from last.ckpt). The best score, its epoch and
+    that path survive a resume (callback state in the checkpoint).
     """
 
     def __init__(self, every_n_epochs: int = 5, seconds: float = 4.0, seed_seconds: float = 2.0,
                  strategy: str = "stateful", deticking: str = "auto",
                  temperature: float = 1.0, feedback_noise: float = 0.0,
-                 dirname: str = "samples") -> None:
+                 dirname: str = "samples", score: str | bool = "auto",
+                 score_settings: Mapping[str, Any] | None = None,
+                 keep_best_audio: bool = False) -> None:
         self.temperature = temperature
         self.feedback_noise = feedback_noise
         self.every_n_epochs = every_n_epochs
@@ -114,8 +135,44 @@ class SampleGeneration(Callback):
         self.strategy = strategy
         self.deticking = deticking
         self.dirname = dirname
+        self.score = ScoreRequest(*check_sample_settings(
+            {"score": score, "score_settings": dict(score_settings or {}),
+             "keep_best_audio": keep_best_audio, "every_n_epochs": every_n_epochs}),
+            f"{SAMPLE_KEY}.score")
+        self.keep_best_audio = keep_best_audio
         self._last_epoch = -1
+        self._reference: AudioReference | None = None
+        self._skipped: str | None = None
+        self.best_audio_score = -math.inf
+        self.best_audio_epoch: int | None = None
+        self.best_audio_path: str | None = None
 
+    # ------------------------------------------------------------------ the reference
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Measure the val split once (rank 0, which samples): floor, ceiling, flags."""
+        dm = trainer.datamodule
+        if not trainer.is_global_zero or dm is None or not self.score.enabled:
+            if not self.score.enabled:
+                self._skipped = f"{SAMPLE_KEY}.score=false"
+            return
+        self._reference, self._skipped = self.score.reference(
+            dm.pieces["val"], dm.sample_rate, self.seconds,
+            f"{SAMPLE_KEY}.score (the val split)", f"{SAMPLE_KEY}.seconds",
+            required=self.keep_best_audio)
+        if self._skipped:
+            log.warning("samples are not scored: %s", self._skipped)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_audio_score": self.best_audio_score,
+                "best_audio_epoch": self.best_audio_epoch,
+                "best_audio_path": self.best_audio_path}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_audio_score = state_dict.get("best_audio_score", -math.inf)
+        self.best_audio_epoch = state_dict.get("best_audio_epoch")
+        self.best_audio_path = state_dict.get("best_audio_path")
+
+    # ------------------------------------------------------------------ sampling
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if trainer.sanity_checking or not self.every_n_epochs or epoch % self.every_n_epochs:
@@ -129,8 +186,17 @@ class SampleGeneration(Callback):
     def _sample(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         self._last_epoch = epoch
         dm = trainer.datamodule
-        if not trainer.is_global_zero or dm is None or pl_module.data_state is None:
+        if dm is None or pl_module.data_state is None:
             return
+        improved = False
+        if trainer.is_global_zero:
+            improved = self._generate(trainer, pl_module, epoch)
+        if self.keep_best_audio and trainer.strategy.broadcast(improved, src=0):
+            self._save_best(trainer)  # every rank: saving a checkpoint is collective
+
+    def _generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bool:
+        """Generate, write, score and log one sample; True when it is the best-scoring yet."""
+        dm = trainer.datamodule
         sr = dm.sample_rate
         val = dm.splits["val"]
         n = min(len(val), int(self.seed_seconds * sr))
@@ -147,17 +213,31 @@ class SampleGeneration(Callback):
                                       self.strategy, None, self.deticking, sampling=sampling)
         finally:
             pl_module.train(was_training)
+        score, numbers = score_metrics(cont.generated, self._reference, self._skipped)
+        cont.metrics |= numbers
+        improved = score is not None and score.score > self.best_audio_score
+        if improved:
+            self.best_audio_score, self.best_audio_epoch = score.score, epoch
         out_dir = Path(trainer.default_root_dir) / self.dirname
         stem = f"epoch_{epoch:03d}"
         write_outputs(cont, out_dir, stem, {"epoch": epoch, **cont.settings,
                                             "seconds": self.seconds, "seed_split": "val",
-                                            "seed_start_seconds": start / sr})
+                                            "seed_start_seconds": start / sr,
+                                            "reference": "val split", "score": self.score.mode})
         m = cont.metrics
-        keep = SAMPLE_FIELDS
-        pl_module.sample_metrics = {k: m.get(k) for k in keep} | {
-            "sample_epoch": epoch, "sample_wav": str(out_dir / f"{stem}.wav")}
-        scalars = {f"samples/{k}": float(v) for k, v in m.items()
-                   if k in keep and v is not None and np.isfinite(v)}
+        best = {}
+        if self.best_audio_epoch is not None:
+            best = {"best_audio_score": self.best_audio_score,
+                    "best_audio_epoch": self.best_audio_epoch}
+            if self.keep_best_audio:
+                best["ckpt_best_audio"] = str(self._best_path(trainer))
+        pl_module.sample_metrics = {k: m.get(k) for k in SAMPLE_FIELDS} | {
+            "sample_epoch": epoch, "sample_wav": str(out_dir / f"{stem}.wav")} | best
+        if score is not None:
+            log.info("epoch %d sample: %s", epoch, summary_line(score))
+        scalars = {f"samples/{k}": float(v) for k, v in (m | best).items()
+                   if (k in SAMPLE_FIELDS or k.startswith("audio_") or k in best)
+                   and isinstance(v, (int, float)) and np.isfinite(v)}
         for lg in trainer.loggers:
             lg.log_metrics(scalars, step=trainer.global_step)
             if type(lg).__name__ == "WandbLogger":
@@ -165,3 +245,20 @@ class SampleGeneration(Callback):
                              sample_rate=[sr], caption=[stem])
                 lg.log_image("samples/plot", [str(out_dir / f"{stem}.png")],
                              step=trainer.global_step, caption=[stem])
+        return improved
+
+    @staticmethod
+    def _best_path(trainer: pl.Trainer) -> Path:
+        ckpt = trainer.checkpoint_callback
+        folder = getattr(ckpt, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
+        return Path(folder) / BEST_AUDIO_CKPT
+
+    def _save_best(self, trainer: pl.Trainer) -> None:
+        """checkpoints/best-audio.ckpt, written whole or not at all (temp file + rename)."""
+        final = self._best_path(trainer)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(final)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, final)
+            self.best_audio_path = str(final)
