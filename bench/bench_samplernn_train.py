@@ -112,8 +112,10 @@ def worker(args: argparse.Namespace) -> None:
         model.data_state = dm.data_state()
         model.load_state_dict(init)
         model.train()
-        opt = model.configure_optimizers()
+        model.trainer = trainer  # the optimiser Lightning's run built (no fused one under
+        opt = model.configure_optimizers()  # mixed precision: base.configure_optimizers)
         opt = opt["optimizer"] if isinstance(opt, dict) else opt
+        model.trainer = None
         clip = model.hparams.grad_clip
         params = list(model.parameters())
 

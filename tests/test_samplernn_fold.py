@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from audiolstm.models.base import fused_kwargs
 from audiolstm.models.samplernn import SampleRNN
 from audiolstm.models.samplernn_fold import FoldedInput, folded_index, folded_mlp_in, folding_pays
+from tests.conftest import quiet_trainer
 
 TIERS = {"2-tier": [4], "3-tier": [8, 2]}
 
@@ -109,6 +110,11 @@ def test_fused_optimizer_where_the_node_leaves_it_open() -> None:
     assert fused_kwargs(instantiate({"_target_": "torch.optim.RMSprop", "_partial_": True})) == {}
     model = _model([4], "gru", torch.float32)
     assert model.configure_optimizers().param_groups[0]["fused"] is True
+    # Lightning's mixed-precision plugins refuse to clip a fused optimiser's gradients
+    # (test_precision.py::test_bf16_mixed_trains_samplernn_with_tbptt trains through it)
+    model.trainer = quiet_trainer(precision="bf16-mixed")
+    assert not model.configure_optimizers().param_groups[0]["fused"]
+    model.trainer = None
     model.hparams.optimizer = {"_target_": "torch.optim.Adam", "_partial_": True,
                                "fused": False}
     assert not model.configure_optimizers().param_groups[0]["fused"]

@@ -176,7 +176,10 @@ class AudioModel(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         factory = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)
-        extra = fused_kwargs(factory) if self.fused_optimizer else {}
+        # Lightning's mixed-precision plugins refuse to clip the gradients of a fused
+        # optimiser (it would unscale them itself): fused under full precision only
+        mixed = self._trainer is not None and "mixed" in str(self._trainer.precision)
+        extra = fused_kwargs(factory) if self.fused_optimizer and not mixed else {}
         optimizer = factory(params=self.parameters(), **extra)
         if not self.hparams.scheduler:
             return optimizer
