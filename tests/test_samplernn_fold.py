@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from audiolstm.models import samplernn_fold
 from audiolstm.models.base import fused_kwargs
 from audiolstm.models.samplernn import SampleRNN
 from audiolstm.models.samplernn_fold import FoldedInput, folded_index, folded_mlp_in, folding_pays
@@ -87,6 +88,26 @@ def test_folded_forward_equals_the_convolution_at_every_position() -> None:
     index = folded_index(window, f)  # row c·F + p: codes 4, 4, 1 at taps 0, 1, 2
     assert index[1].tolist() == [4 * f + 0, 4 * f + 1, 1 * f + 2]
     assert index[n].tolist() == [1 * f + 0, 1 * f + 1, 1 * f + 2]  # the second stream
+
+
+def test_table_gradient_block_by_block_equals_the_one_hot_products(monkeypatch) -> None:
+    """The scatter-add runs over blocks of rows (4 here: 256, 256, 256, 232): the table's
+    gradient equals Σ_p onehot(index[:, p])ᵀ @ grad, and the bias's the column sums.
+    Caught, tried once: every block scattering the first block's index columns."""
+    monkeypatch.setattr(samplernn_fold, "SCATTER_BLOCK_BYTES", 1)  # the floor: 256 rows
+    torch.manual_seed(0)
+    q, f, h, n = 7, 3, 5, 1000
+    table = torch.randn(q * f, h, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(h, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, q, (n, f)) * f + torch.arange(f)
+    out = FoldedInput.apply(table, bias, index, f)
+    grad = torch.randn(n, h, dtype=torch.float64)
+    out.backward(grad)
+    onehot = F.one_hot(index, q * f).to(torch.float64)  # (n, f, Q·F)
+    ref = sum(onehot[:, p].T @ grad for p in range(f))
+    torch.testing.assert_close(table.grad, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(bias.grad, grad.sum(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, sum(table[index[:, p]] for p in range(f)) + bias)
 
 
 def test_table_gradient_accumulates_in_float32_under_bf16() -> None:

@@ -66,15 +66,22 @@ def folded_index(window: Tensor, frame: int) -> Tensor:
     return (window.unfold(1, frame, 1) * frame + taps).reshape(b * n, frame)
 
 
+#: rows of the output's gradient scattered per block, by bytes: each block is read once
+#: per tap, so it should stay in a core's L2 (measured, 1 thread, F = 16, H = 256: N =
+#: 16384 rows 30 -> 17 ms, N = 131072 (B = 128) 690 -> 150 ms; from 512 to 2048 rows alike)
+SCATTER_BLOCK_BYTES = 1 << 20
+
+
 class FoldedInput(torch.autograd.Function):
     """Gather-sum forward, scatter-add backward: `out[i] = bias + Σ_p table[index[i, p]]`.
 
     `embedding_bag`'s own backward sorts the B·n·F indices (measured ~2.5× slower than
-    this one); here each of the F index columns is one `index_add_` of the output's
-    gradient into the table's, accumulated in float32 at least, whatever the table's
-    dtype (a bf16 table under autocast would otherwise lose the sums of thousands of
-    rows) and cast back once. The bias's gradient is the sum of the table gradient's
-    tap-0 rows: every target holds exactly one of them.
+    this one); here each of the F index columns is an `index_add_` of the output's
+    gradient into the table's, block by block of rows (`SCATTER_BLOCK_BYTES`),
+    accumulated in float32 at least, whatever the table's dtype (a bf16 table under
+    autocast would otherwise lose the sums of thousands of rows) and cast back once.
+    The bias's gradient is the sum of the table gradient's tap-0 rows: every target
+    holds exactly one of them.
     """
 
     @staticmethod
@@ -91,8 +98,12 @@ class FoldedInput(torch.autograd.Function):
         (index,) = ctx.saved_tensors
         src = at_least_float32(grad_out).contiguous()
         grad = src.new_zeros(ctx.table_shape)
-        for column in index.t().contiguous():
-            grad.index_add_(0, column, src)
+        columns = index.t().contiguous()
+        rows = max(256, SCATTER_BLOCK_BYTES // (src.shape[1] * src.element_size()))
+        for start in range(0, src.shape[0], rows):  # a block of the gradient stays in L2
+            block = src[start : start + rows]
+            for column in columns[:, start : start + rows]:
+                grad.index_add_(0, column, block)
         grad_bias = None
         if ctx.bias_dtype is not None and ctx.needs_input_grad[1]:
             grad_bias = grad.view(-1, ctx.frame, grad.shape[-1])[:, 0].sum(0).to(ctx.bias_dtype)
