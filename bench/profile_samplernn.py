@@ -54,7 +54,7 @@ CONFIGS = {  # SampleRNN kwargs, chunk (samples), x_len of a batch's frames
 #: perf symbols -> budget lines (first match wins)
 GROUPS = [
     ("matmul (MKL sgemm)", r"mkl_blas|sgemm"),
-    ("RNN (oneDNN JIT code)", r"^\[JIT\]|dnnl|jit_"),
+    ("oneDNN JIT code (LSTM; the plain path's convolution)", r"^\[JIT\]|dnnl|jit_"),
     ("table gradient (index_add_/scatter)", r"scatter|index_add"),
     ("table gather (embedding_bag)", r"embedding_bag|EmbeddingSpMDM|fbgemm"),
     ("optimiser (Adam)", r"adam"),
@@ -170,10 +170,10 @@ def perf_budget(model: SampleRNN, samples: torch.Tensor, update, args: argparse.
     listed = sum(groups.values())  # perf leaves out symbols under 0.01 %
     print(f"{what}: {per_chunk:.1f} CPU ms per chunk ({n} batches of {args.chunks} chunks; "
           f"perf cpu-clock samples, shares of the {listed:.0f} % it lists by symbol)")
-    print(f"{'where':45s} {'%':>6s} {'ms/chunk':>9s}")
+    print(f"{'where':55s} {'%':>6s} {'ms/chunk':>9s}")
     for name, share in sorted(groups.items(), key=lambda kv: -kv[1]):
         share *= 100 / listed
-        print(f"{name:45s} {share:6.1f} {share / 100 * per_chunk:9.2f}")
+        print(f"{name:55s} {share:6.1f} {share / 100 * per_chunk:9.2f}")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def folded_index(window: Tensor, frame: int) -> Tensor:
 
 #: rows of the output's gradient scattered per block, by bytes: each block is read once
 #: per tap, so it should stay in a core's L2 (measured, 1 thread, F = 16, H = 256: N =
-#: 16384 rows 30 -> 17 ms, N = 131072 (B = 128) 690 -> 150 ms; from 512 to 2048 rows alike)
+#: 16384 rows 30 -> 17 ms, N = 131072 (B = 128) 690 -> 150 ms; from 512 to 2048 rows
+#: alike; N = 2048 (experiment=samplernn) 2.2 ms in one call, 2.6 in two blocks)
 SCATTER_BLOCK_BYTES = 1 << 20
 
 
@@ -100,6 +101,8 @@ class FoldedInput(torch.autograd.Function):
         grad = src.new_zeros(ctx.table_shape)
         columns = index.t().contiguous()
         rows = max(256, SCATTER_BLOCK_BYTES // (src.shape[1] * src.element_size()))
+        if src.shape[0] <= 4 * rows:  # a few blocks: the calls cost more than they save
+            rows = src.shape[0]
         for start in range(0, src.shape[0], rows):  # a block of the gradient stays in L2
             block = src[start : start + rows]
             for column in columns[:, start : start + rows]:
