@@ -43,6 +43,7 @@ bench: install  ## benchmarks (results go to bench/RESULTS.md)
 	$(BIN)/python bench/bench_explore.py
 	$(BIN)/python bench/bench_train.py --write
 	$(BIN)/python bench/bench_generate.py --write
+	$(BIN)/python bench/bench_samplernn_train.py --write
 
 sweep: install  ## one ablation sweep: make sweep SWEEP=depth ARGS="debug=smoke"
 	$(BIN)/python train.py -m sweep=$(SWEEP) $(ARGS)
