@@ -187,6 +187,10 @@ def main() -> None:
 
     from _common import checkout_label, load, machine, write_section
 
+    if args.against and not ((args.against / "conf" / "train.yaml").is_file()
+                             and (args.against / "audiolstm").is_dir()):
+        sys.exit(f"--against {args.against}: not a checkout of this project (no conf/train.yaml "
+                 "or audiolstm/); e.g. git worktree add /tmp/base <commit>")
     roots = [ROOT] + ([args.against.resolve()] if args.against else [])
     runs: dict[Path, list[dict]] = {r: [] for r in roots}
     load_before = load()
