@@ -43,6 +43,7 @@ bench: install  ## benchmarks (results go to bench/RESULTS.md)
 	$(BIN)/python bench/bench_explore.py
 	$(BIN)/python bench/bench_train.py --write
 	$(BIN)/python bench/bench_generate.py --write
+	$(BIN)/python bench/bench_samplernn_train.py --write
 
 gpu-check: install  ## every GPU measurement, <= 8 min on one GPU (bench/RESULTS-gpu.md)
 	$(BIN)/python bench/gpu_check.py $(ARGS)

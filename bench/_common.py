@@ -30,6 +30,26 @@ def machine() -> str:
             f"torch {torch.__version__}, numpy {np.__version__}")
 
 
+def load() -> str:
+    """The load average: on a shared machine, what every timing was measured against."""
+    return "load average " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def checkout_label(root: Path) -> str:
+    """A checkout's commit (`abc1234`, `+dirty` with uncommitted changes), else its path."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                              text=True).stdout.strip()
+    try:
+        sha = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        sha = dirty = ""
+    if not sha or Path(git("rev-parse", "--show-toplevel") or "/").resolve() != root.resolve():
+        return str(root)
+    return sha + ("+dirty" if dirty else "")
+
+
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     """Best sustained float32 `torch.mm` rate: the ceiling a CPU LSTM can approach."""
     a, b = torch.randn(n, n), torch.randn(n, n)

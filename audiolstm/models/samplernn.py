@@ -59,6 +59,7 @@ dequantised) against the true, unquantised sample: comparable with `AudioRNN`'s 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -70,6 +71,7 @@ from audiolstm.evaluation.likelihood import LN2, discrete_log_prob, spread_matri
 from audiolstm.models.base import AudioModel, ProgressFn, State, cpu_backend, run_chunks
 from audiolstm.models.draw import check_top_p
 from audiolstm.models.quantize import cell_edges, dequantize, quantize
+from audiolstm.models.samplernn_fold import folded_mlp_in, folding_pays
 from audiolstm.models.samplernn_step import SampleLoop
 
 __all__ = ["SampleRNN"]
@@ -104,6 +106,7 @@ class FrameTier(nn.Module):
 
 class SampleRNN(AudioModel):
     checkpoint_class = "SampleRNN"
+    fused_optimizer = True  # an optimiser step per 128-1024 samples: its cost shows
 
     def __init__(
         self,
@@ -160,6 +163,9 @@ class SampleRNN(AudioModel):
             "levels", dequantize(torch.arange(q_levels), q_levels, quantization), persistent=False)
         spread = torch.from_numpy(spread_matrix(cell_edges(q_levels, quantization)))
         self.register_buffer("log_spread", spread.log(), persistent=False)
+        #: run `mlp_in` over the embeddings as a folded-table lookup where it pays
+        #: (`sample_logits`); False keeps the plain embedding + convolution (reference)
+        self.fold_mlp_in = True
 
     # ------------------------------------------------------------------ network
     @property
@@ -195,10 +201,19 @@ class SampleRNN(AudioModel):
         return cond[:, :n], new_state
 
     def sample_logits(self, codes: Tensor, cond: Tensor) -> Tensor:
-        """The sample MLP: codes (B, F_0 + n), conditioning (B, n, H) -> logits (B, n, Q)."""
+        """The sample MLP: codes (B, F_0 + n), conditioning (B, n, H) -> logits (B, n, Q).
+
+        `mlp_in` over the embedded codes runs as a lookup in the folded table
+        (models/samplernn_fold.py) where that is cheaper and `fold_mlp_in` is on: the
+        same values and gradients to float32 rounding.
+        """
         fs = self.frame_sizes[-1]
-        emb = self.embedding(codes[:, self.lookback - fs : -1])  # (B, n + fs - 1, E)
-        h = self.mlp_in(emb.transpose(1, 2)).transpose(1, 2)     # (B, n, H)
+        window = codes[:, self.lookback - fs : -1]               # (B, n + fs - 1)
+        if self.fold_mlp_in and folding_pays(cond.shape[0] * cond.shape[1], self.q_levels):
+            h = folded_mlp_in(window, self.embedding.weight, self.mlp_in.weight,
+                              self.mlp_in.bias)
+        else:
+            h = self.mlp_in(self.embedding(window).transpose(1, 2)).transpose(1, 2)
         return self.mlp(h + cond)
 
     def forward(self, codes: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -254,6 +269,16 @@ class SampleRNN(AudioModel):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         opt = self.optimizers()
+        loss = self.train_batch(batch, lambda loss: self.optimizer_update(opt, loss, batch_idx))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch.shape[0])
+        return loss
+
+    def train_batch(self, batch: Tensor, update: Callable[[Tensor], None]) -> Tensor:
+        """One batch of truncated BPTT: `update(loss)` steps the optimiser once per chunk;
+        returns the batch's mean loss (detached). `training_step` passes Lightning's
+        manual optimisation; bench/bench_samplernn_train.py a bare PyTorch update, to
+        measure what the framework adds."""
         codes, _ = self._codes(batch)
         top, q = self.lookback, self.q_levels
         n = codes.shape[1] - top
@@ -262,13 +287,10 @@ class SampleRNN(AudioModel):
             logits, state = self(codes[:, start : stop + top], state)
             loss = F.cross_entropy(logits.reshape(-1, q),
                                    codes[:, start + top : stop + top].reshape(-1))
-            self.optimizer_update(opt, loss, batch_idx)
+            update(loss)
             return loss.detach() * (stop - start), state
 
-        loss = torch.stack(run_chunks(n, self._chunk_len(n), step)).sum() / n
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=batch.shape[0])
-        return loss
+        return torch.stack(run_chunks(n, self._chunk_len(n), step)).sum() / n
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Tensor, split: str) -> None:
