@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from audiolstm.data.representation import Representation
 from audiolstm.data.settings import (
     DataConfig,
     NormConfig,
@@ -25,8 +26,10 @@ from audiolstm.data.settings import (
 )
 from audiolstm.errors import UserError, one_of, positive_int
 from audiolstm.evaluation.audio_score import ScoreSettings, parse_score_config
+from audiolstm.evaluation.baselines import RIDGE_MAX_DIM
 from audiolstm.models.base import DEFAULT_OPTIMIZER
 from audiolstm.models.frame_rnn import CELLS, HEADS, LOSSES
+from audiolstm.models.linear_ar import FROM_RIDGE, check_linear_ar
 from audiolstm.models.quantize import KINDS as QUANTIZATIONS
 from audiolstm.models.registry import ARCHS, samplernn_tiers, unused_settings
 from audiolstm.models.samplernn import check_data, check_frame_sizes
@@ -51,6 +54,9 @@ class ModelConfig:
     mixture_components: int = 5
     mixture_bins: int = 256
     scheduled_sampling: float = 0.0
+    # frame_rnn only: a linear map of the input frame added to the head's location,
+    # null | zero | ridge | ridge_fixed (its start, learnt or not; models/linear_ar.py)
+    linear_ar: str | None = None
     # samplernn only (arch=samplernn): tiers' frame sizes top to bottom, softmax levels
     frame_sizes: list[int] = field(default_factory=lambda: [16])
     q_levels: int = 256
@@ -123,6 +129,7 @@ def validate_model(model: DictConfig | ModelConfig, key: str = "model") -> None:
     if model.loss != "mse" and model.head != "mse":
         raise UserError(f"{key}.loss={model.loss} needs {key}.head=mse (the other heads are "
                         "trained by likelihood)")
+    check_linear_ar(model.linear_ar, f"{key}.linear_ar")
     if not 0.0 <= model.scheduled_sampling <= 1.0:
         raise UserError(f"{key}.scheduled_sampling={model.scheduled_sampling!r} must be in [0, 1]")
     positive_int(model.mixture_components, f"{key}.mixture_components")
@@ -200,6 +207,23 @@ def check_sample_settings(node: Any, key: str = SAMPLE_KEY) -> tuple[str, ScoreS
     return mode, settings
 
 
+def validate_linear_ar(cfg: DictConfig) -> None:
+    """`model.linear_ar=ridge|ridge_fixed` starts from the ridge baseline's fit: the run
+    must make it."""
+    kind = cfg.model.linear_ar
+    if cfg.model.arch != "frame_rnn" or kind not in FROM_RIDGE:
+        return
+    if not cfg.ridge_baseline:
+        raise UserError(f"model.linear_ar={kind} starts from the ridge baseline's fit: it needs "
+                        "ridge_baseline=true (or use model.linear_ar=zero)")
+    dim = Representation(cfg.repr.kind, cfg.data.x_len).dim
+    if dim > RIDGE_MAX_DIM:
+        raise UserError(f"model.linear_ar={kind}: data.x_len={cfg.data.x_len} with "
+                        f"repr={cfg.repr.kind} gives {dim} input features, above the ridge "
+                        f"fit's limit of {RIDGE_MAX_DIM}; use model.linear_ar=zero or null "
+                        "(or model=lstm_300x3, the plain model)")
+
+
 def validate_train(cfg: DictConfig) -> None:
     """Everything `train.py` can check before touching data or building a model."""
     validate_data(cfg.data)
@@ -207,6 +231,7 @@ def validate_train(cfg: DictConfig) -> None:
     validate_repr(cfg.repr)
     validate_model(cfg.model)
     validate_likelihood(cfg)
+    validate_linear_ar(cfg)
     if cfg.ckpt_path and cfg.init_from:
         raise UserError("ckpt_path and init_from are exclusive: resume OR warm-start, not both")
     samples = OmegaConf.select(cfg, SAMPLE_KEY)

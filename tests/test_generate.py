@@ -34,20 +34,32 @@ from tests.conftest import SMOKE, compose_cfg, run_script
 
 
 def _model(cell: str, layers: int, dim: int, forget_bias: float | None = None,
-           dtype=torch.float32) -> AudioRNN:
+           dtype=torch.float32, linear_ar: bool = False) -> AudioRNN:
+    """A small model; `linear_ar`: with a linear AR path of random weights (a contraction,
+    so free-running generation stays bounded)."""
     torch.manual_seed(layers * 10 + dim)
-    m = AudioRNN(input_dim=dim, cell=cell, hidden_sizes=[16] * layers, forget_bias=forget_bias)
+    m = AudioRNN(input_dim=dim, cell=cell, hidden_sizes=[16] * layers, forget_bias=forget_bias,
+                 linear_ar="zero" if linear_ar else None)
+    if linear_ar:
+        with torch.no_grad():
+            m.linear_ar.weight.normal_(0.0, 0.5 / dim**0.5)
+            m.linear_ar.bias.normal_(0.0, 0.1)
     return m.to(dtype).eval()
+
+
+AR = pytest.mark.parametrize("ar", [False, True], ids=["plain", "linear_ar"])
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("kind", ["time", "fft"])
-def test_stateful_equals_refeed_under_teacher_forcing(cell: str, layers: int, kind: str) -> None:
+@AR
+def test_stateful_equals_refeed_under_teacher_forcing(cell: str, layers: int, kind: str,
+                                                      ar: bool) -> None:
     """Same frames in, step-by-step carried state vs re-running the whole history."""
     x_len = 12
     rep = Representation(kind, x_len)
-    model = _model(cell, layers, rep.dim)
+    model = _model(cell, layers, rep.dim, linear_ar=ar)
     frames = rep.encode(torch.randn(30, x_len))
     with torch.no_grad():
         _, state = model(frames[None, :5])
@@ -63,10 +75,12 @@ def test_stateful_equals_refeed_under_teacher_forcing(cell: str, layers: int, ki
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("kind", ["time", "fft"])
-def test_stateful_equals_refeed_free_running_in_float64(cell: str, layers: int, kind: str) -> None:
+@AR
+def test_stateful_equals_refeed_free_running_in_float64(cell: str, layers: int, kind: str,
+                                                        ar: bool) -> None:
     x_len = 10
     rep = Representation(kind, x_len)
-    model = _model(cell, layers, rep.dim, forget_bias=2.0, dtype=torch.float64)
+    model = _model(cell, layers, rep.dim, forget_bias=2.0, dtype=torch.float64, linear_ar=ar)
     seed = rep.encode(torch.randn(6, x_len, dtype=torch.float64))
     a = generate_stateful(model, seed, 40)
     b = generate_refeed(model, seed, 40)
@@ -76,13 +90,20 @@ def test_stateful_equals_refeed_free_running_in_float64(cell: str, layers: int, 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 3])
-@pytest.mark.parametrize("head", ["mse", "gaussian"])
-def test_stepper_equals_nn_rnn_forward(cell: str, layers: int, head: str) -> None:
+@pytest.mark.parametrize("head,ar", [("mse", None), ("gaussian", None), ("mse", "zero"),
+                                     ("gaussian", "zero"), ("logistic_mixture", "zero")])
+def test_stepper_equals_nn_rnn_forward(cell: str, layers: int, head: str,
+                                       ar: str | None) -> None:
     """The fast one-frame path (fused [x, h] matmul, gates by hand) against nn.LSTM/nn.GRU
-    over a whole sequence, batched, from a warm state; and its state in forward's format."""
+    over a whole sequence, batched, from a warm state; and its state in forward's format.
+    With a linear AR path (random weights), the step adds it at the head's location too."""
     torch.manual_seed(3)
     model = AudioRNN(input_dim=12, cell=cell, hidden_sizes=[16, 8, 16][:layers],
-                     head=head).eval()
+                     head=head, linear_ar=ar, mixture_components=2).eval()
+    if ar:
+        with torch.no_grad():
+            model.linear_ar.weight.normal_()
+            model.linear_ar.bias.normal_()
     frames = torch.randn(3, 20, 12)
     with torch.no_grad():
         ref, ref_state = model(frames)
@@ -116,6 +137,8 @@ def test_folded_feedback_step_equals_feeding_the_frame_back(layers: int) -> None
             frame = a
     gru = _model("gru", 1, 10)
     assert not gru.stepper(None).can_fold()  # GRU first layer: the plain step
+    ar = _model("lstm", layers, 10, linear_ar=True)
+    assert not ar.stepper(None).can_fold()  # the linear path reads the fed-back frame
 
 
 def test_stepper_refuses_training_mode() -> None:
@@ -123,9 +146,11 @@ def test_stepper_refuses_training_mode() -> None:
         _model("lstm", 1, 4).train().stepper(None)
 
 
-def test_sliding_matches_refeed_until_history_exceeds_window() -> None:
+@AR
+def test_sliding_matches_refeed_until_history_exceeds_window(ar: bool) -> None:
     window = 8
-    model = _model("lstm", 2, 6, forget_bias=3.0, dtype=torch.float64)  # long memory
+    model = _model("lstm", 2, 6, forget_bias=3.0, dtype=torch.float64,  # long memory
+                   linear_ar=ar)
     seed = torch.randn(3, 6, dtype=torch.float64)
     full = generate_frames(model, seed, 20, "refeed")
     slid = generate_frames(model, seed, 20, "sliding", window=window)

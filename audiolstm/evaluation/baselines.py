@@ -31,6 +31,7 @@ from torch import Tensor
 from audiolstm.errors import positive_int
 
 __all__ = [
+    "RIDGE_MAX_DIM",
     "RidgeAccumulator",
     "copy_overlap_mse",
     "copy_overlap_predict",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 ArrayLike = np.ndarray | Tensor
+
+#: Training runs fit the ridge only up to this many features (D x D normal equations).
+RIDGE_MAX_DIM = 4096
 
 
 def _to_numpy_2d(x: Any, name: str) -> np.ndarray:

@@ -14,6 +14,9 @@ recipe, which predicts the conditional mean), `gaussian` and
 `logistic_mixture` (a distribution per sample, trained by negative
 log-likelihood and *sampled* at generation time; see heads.py). With the mse
 head, `loss=stft|mse+stft` adds a multi-resolution STFT loss (losses.py).
+`linear_ar=zero|ridge|ridge_fixed` adds a linear map of the current input frame to the head's
+location (LSTNet's autoregressive path; linear_ar.py), optionally starting at the ridge
+baseline's fit, so the RNN learns the residual of the best linear one-frame predictor.
 `scheduled_sampling=p` trains on the model's own outputs: a first
 teacher-forced pass predicts every frame, then each input frame is replaced
 by the (detached) prediction for it with probability p and the loss is taken
@@ -51,6 +54,7 @@ from audiolstm.evaluation.frame_scores import (
 from audiolstm.models.base import AudioModel, State, at_least_float32, run_chunks
 from audiolstm.models.frame_step import FrameStepper
 from audiolstm.models.heads import GaussianHead, LogisticMixtureHead
+from audiolstm.models.linear_ar import FROM_RIDGE, LinearAR, add_at_location, check_linear_ar
 from audiolstm.models.losses import multi_resolution_stft_loss
 
 CELLS = ("lstm", "gru")
@@ -105,6 +109,7 @@ class AudioRNN(AudioModel):
         mixture_components: int = 5,
         mixture_bins: int = 256,
         scheduled_sampling: float = 0.0,
+        linear_ar: str | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
     ) -> None:
@@ -132,6 +137,11 @@ class AudioRNN(AudioModel):
                             "trained by likelihood)")
         if forget_bias is not None:
             self.set_forget_bias(forget_bias)
+        check_linear_ar(linear_ar)
+        # built last and at zero: the other weights draw the same random numbers as without
+        self.linear_ar = LinearAR(input_dim) if linear_ar else None
+        if linear_ar == "ridge_fixed":  # the ridge fit stays; only the RNN learns
+            self.linear_ar.requires_grad_(False)
         # Ridge baseline (last frame -> next frame), fitted on the training split by
         # training.run (`fit_ridge`); evaluation only, never saved.
         self.ridge: tuple[Tensor, Tensor] | None = None
@@ -159,6 +169,7 @@ class AudioRNN(AudioModel):
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """x (B, T, D) -> prediction of the next frame at every step (B, T, D), new state."""
+        x_in = x
         if self.training and self.hparams.input_noise > 0:
             x = x + self.hparams.input_noise * torch.randn_like(x)
         h = self.input_dropout(x)
@@ -168,7 +179,25 @@ class AudioRNN(AudioModel):
                 h = self.between(h)
             h, s = layer(h, None if state is None else state[i])
             new_state.append(s)
-        return self.head(h), new_state
+        return self.with_linear_ar(self.head(h), x_in), new_state
+
+    def with_linear_ar(self, out: Tensor, x: Tensor) -> Tensor:
+        """The head's output `out` plus the linear path of input frames `x` (if any)."""
+        if self.linear_ar is None:
+            return out
+        return add_at_location(self.hparams.head, out, self.linear_ar(x),
+                               self.hparams.mixture_components)
+
+    def init_linear_ar(self) -> None:
+        """`linear_ar=ridge|ridge_fixed`: the linear path at the ridge fit (`fit_ridge` first)."""
+        kind = self.hparams.linear_ar
+        if kind not in FROM_RIDGE:
+            return
+        if self.ridge is None:
+            raise UserError(f"model.linear_ar={kind} starts from the ridge baseline, which this "
+                            "run did not fit (ridge_baseline=false, or an input dim above "
+                            "the ridge's limit): use model.linear_ar=zero or null")
+        self.linear_ar.load_ridge(*self.ridge)
 
     def objective(self, out: Tensor, y: Tensor) -> Tensor:
         """The training loss for head outputs `out` and target frames `y`.

@@ -104,11 +104,14 @@ class FrameStepper:
         self.linear_head = isinstance(head, nn.Linear) and type(head).forward is nn.Linear.forward
         if self.linear_head:
             self.head_w, self.head_b = head.weight.t(), head.bias
+        # model.linear_ar: the head's location plus a linear map of the input frame
+        self.linear_ar = getattr(model, "linear_ar", None)
 
     def can_fold(self) -> bool:
-        """Whether `feedback_step` applies: a linear head whose frame is the first LSTM's input."""
+        """Whether `feedback_step` applies: a linear head whose frame is the first LSTM's input
+        (and no linear AR path, whose input frame the fold would never form)."""
         first = self.layers[0]
-        return (self.linear_head and isinstance(first, _LSTMLayer)
+        return (self.linear_head and self.linear_ar is None and isinstance(first, _LSTMLayer)
                 and self.head_w.shape[1] == first.d)
 
     def feedback_step(self) -> Tensor:
@@ -146,8 +149,10 @@ class FrameStepper:
                 layers[i + 1].x.copy_(layer.h)
         h = layers[-1].h
         if self.linear_head:
-            return torch.addmm(self.head_b, h, self.head_w)[:, None]
-        return self.model.head(h[:, None])
+            out = torch.addmm(self.head_b, h, self.head_w)[:, None]
+        else:
+            out = self.model.head(h[:, None])
+        return out if self.linear_ar is None else self.model.with_linear_ar(out, x)
 
     def state(self) -> list[Any]:
         """The carried state in `AudioRNN.forward`'s format."""

@@ -25,7 +25,8 @@ _COMMON = {"arch", "cell", "hidden_sizes", "tbptt_steps", "grad_clip", "optimize
 USES: dict[str, frozenset[str]] = {
     "frame_rnn": frozenset(_COMMON | {
         "dropout", "input_dropout", "input_noise", "forget_bias", "head", "loss",
-        "stft_weight", "mixture_components", "mixture_bins", "scheduled_sampling"}),
+        "stft_weight", "mixture_components", "mixture_bins", "scheduled_sampling",
+        "linear_ar"}),
     "samplernn": frozenset(_COMMON | {
         "frame_sizes", "q_levels", "quantization", "mlp_hidden", "embed_dim"}),
 }

@@ -27,6 +27,7 @@ from audiolstm.atomic import write_json
 from audiolstm.config import to_container, validate_train
 from audiolstm.data.datamodule import AudioDataModule
 from audiolstm.errors import UserError
+from audiolstm.evaluation.baselines import RIDGE_MAX_DIM
 from audiolstm.evaluation.likelihood import GRID_NAME
 from audiolstm.evaluation.plots import plot_learning_curves
 from audiolstm.models.checkpoints import load_checkpoint
@@ -43,9 +44,6 @@ from audiolstm.training.resume import (
 )
 
 log = logging.getLogger(__name__)
-
-#: The ridge baseline solves D x D normal equations: skipped above this many features.
-RIDGE_MAX_DIM = 4096
 
 
 def run_label() -> str:
@@ -128,11 +126,13 @@ def run(cfg: DictConfig) -> float:
     dm.write_splits(run_dir)  # which files and seconds are in each split
 
     model = build_model(dm.input_dim, to_container(cfg.model))
-    if init is not None:
-        _warm_start(model, init, cfg.init_from)
     model.data_state = dm.data_state()
     if cfg.ridge_baseline and isinstance(model, AudioRNN) and dm.input_dim <= RIDGE_MAX_DIM:
         model.fit_ridge(dm.train_frame_pairs)  # and its training MSE (its val bits' variance)
+    if isinstance(model, AudioRNN):
+        model.init_linear_ar()  # model.linear_ar=ridge: from the fit above
+    if init is not None:  # after: the checkpoint's weights win (its linear path too)
+        _warm_start(model, init, cfg.init_from)
 
     wandb_id = (resume["audiolstm"].get("wandb_id") if resume else None)
     loggers = build_loggers(cfg, run_dir, wandb_id)
