@@ -280,3 +280,22 @@ def test_best_audio_checkpoint_under_ddp(tmp_path: Path) -> None:
     assert (out / "checkpoints" / "best-audio.ckpt").is_file()
     assert summary["best_audio_epoch"] in (1, 2)
     assert not list((out / "checkpoints").glob(".*.tmp"))  # no temp file left behind
+
+
+def test_sample_callback_draws_with_its_top_p(tmp_path: Path, monkeypatch) -> None:
+    """`callbacks.sample_generation.top_p` reaches the draws: the callback's Sampling
+    carries it (with its temperature and an epoch-seeded generator). Mutant caught: the
+    callback building Sampling without top_p (the default 1.0 reaches the model)."""
+    seen: list[Any] = []
+    real = cb.continue_audio
+
+    def spy(*args, sampling, **kwargs):
+        seen.append(sampling)
+        return real(*args, sampling=sampling, **kwargs)
+
+    monkeypatch.setattr(cb, "continue_audio", spy)
+    sample = "callbacks.sample_generation"
+    run(compose_cfg([*SMOKE, "experiment=samplernn", "model.hidden_sizes=[16]",
+                     "model.mlp_hidden=16", "trainer.max_epochs=1", f"{sample}.top_p=0.7",
+                     f"{sample}.temperature=0.9", f"{sample}.score=false"], tmp_path / "run"))
+    assert seen and all(s.top_p == 0.7 and s.temperature == 0.9 for s in seen)

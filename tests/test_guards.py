@@ -56,6 +56,15 @@ REFUSED = [
      ["deticking=ola needs overlapping frames"]),
     (["callbacks.sample_generation.temperature=-1"],
      ["callbacks.sample_generation.temperature=-1 must be a finite number >= 0"]),
+    # nucleus sampling in the training-time samples: range, and only where it is read
+    (["model=samplernn_2tier", "callbacks.sample_generation.top_p=0"],
+     ["callbacks.sample_generation.top_p=0 must be in (0, 1]"]),
+    (["callbacks.sample_generation.top_p=0.9"],
+     ["callbacks.sample_generation.top_p=0.9 needs a discrete head", "model.head=mse"]),
+    (["model=samplernn_2tier", "callbacks.sample_generation.top_p=0.9",
+      "callbacks.sample_generation.temperature=0"],
+     ["callbacks.sample_generation.top_p=0.9 does nothing at "
+      "callbacks.sample_generation.temperature=0"]),
 ]
 
 

@@ -65,26 +65,35 @@ def head_of(model: AudioModel) -> str:
     return "softmax" if isinstance(model, SampleRNN) else str(model.hparams.get("head", "mse"))
 
 
+def check_top_p_use(top_p: Any, head: str, temperature: float, key: str = "top_p",
+                    temperature_key: str = "temperature") -> float:
+    """`top_p` in (0, 1], and below 1 only where it is read: a discrete head (`head_of`:
+    "softmax" or "logistic_mixture") drawn at temperature > 0. Shared by generate.py and
+    the training-time sample callback."""
+    try:
+        top_p = check_top_p(top_p)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={top_p!r} must be in (0, 1] (1: off)") from None
+    if top_p < 1.0:
+        if head not in ("softmax", "logistic_mixture"):
+            raise UserError(f"{key}={top_p} needs a discrete head (SampleRNN, or a frame "
+                            f"model with model.head=logistic_mixture); this "
+                            f"model's model.head={head}")
+        if temperature == 0:
+            raise UserError(f"{key}={top_p} does nothing at {temperature_key}=0 (the argmax "
+                            f"path): set {temperature_key} > 0, or leave {key}=1")
+    return top_p
+
+
 def check_controls(top_p: Any, candidates: Any, keep: Any, rank: Any, temperature: float,
                    feedback_noise: float, model: AudioModel) -> Controls:
     """One line naming the field for every value out of range, or that the model or the
     other settings would ignore (a setting is honoured or refused)."""
-    try:
-        top_p = check_top_p(top_p)
-    except (TypeError, ValueError):
-        raise UserError(f"top_p={top_p!r} must be in (0, 1] (1: off)") from None
+    head = head_of(model)
+    top_p = check_top_p_use(top_p, head, temperature)
     positive_int(candidates, "candidates")
     positive_int(keep, "keep")
     one_of(rank, RANKS, "rank")
-    head = head_of(model)
-    if top_p < 1.0:
-        if head not in ("softmax", "logistic_mixture"):
-            raise UserError(f"top_p={top_p} needs a discrete head (SampleRNN, or a frame "
-                            f"model with model.head=logistic_mixture); this checkpoint's "
-                            f"model.head={head}")
-        if temperature == 0:
-            raise UserError(f"top_p={top_p} does nothing at temperature=0 (the argmax "
-                            "path): set temperature > 0, or leave top_p=1")
     if keep > candidates:
         raise UserError(f"keep={keep} must be <= candidates={candidates}")
     if candidates == 1 and rank != RANKS[0]:

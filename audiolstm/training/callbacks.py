@@ -22,11 +22,13 @@ from audiolstm.atomic import temp_sibling
 from audiolstm.config import SAMPLE_KEY, check_sample_settings
 from audiolstm.errors import UserError, check_temperature
 from audiolstm.evaluation.audio_score import AudioReference
+from audiolstm.generation.candidates import check_top_p_use
 from audiolstm.generation.pipeline import continue_audio, write_outputs
 from audiolstm.generation.scoring import ScoreRequest, score_metrics, summary_line
 from audiolstm.generation.settings import applied_settings
 from audiolstm.generation.strategies import Sampling
 from audiolstm.models.base import float32_eval
+from audiolstm.models.draw import check_top_p
 from audiolstm.runinfo import SAMPLE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -100,8 +102,11 @@ def check_sample_generation(cfg: Any) -> None:
     given = {k: sample[k] for k in ("strategy", "deticking", "feedback_noise") if k in sample}
     applied_settings(cfg.model.arch == "frame_rnn", cfg.data.hop or cfg.data.x_len,
                      cfg.data.x_len, key="callbacks.sample_generation.", **given)
-    check_temperature(sample.get("temperature", 0.0), "callbacks.sample_generation.temperature",
-                      UserError)
+    temperature = check_temperature(sample.get("temperature", 0.0),
+                                    "callbacks.sample_generation.temperature", UserError)
+    head = "softmax" if cfg.model.arch == "samplernn" else str(cfg.model.get("head", "mse"))
+    check_top_p_use(sample.get("top_p", 1.0), head, temperature,
+                    "callbacks.sample_generation.top_p", "callbacks.sample_generation.temperature")
 
 
 #: what keep_best_audio writes beside the best-loss checkpoint
@@ -123,11 +128,12 @@ class SampleGeneration(Callback):
 
     def __init__(self, every_n_epochs: int = 5, seconds: float = 4.0, seed_seconds: float = 2.0,
                  strategy: str = "stateful", deticking: str = "auto",
-                 temperature: float = 1.0, feedback_noise: float = 0.0,
+                 temperature: float = 1.0, feedback_noise: float = 0.0, top_p: float = 1.0,
                  dirname: str = "samples", score: str | bool = "auto",
                  score_settings: Mapping[str, Any] | None = None,
                  keep_best_audio: bool = False) -> None:
         self.temperature = temperature
+        self.top_p = check_top_p(top_p)
         self.feedback_noise = feedback_noise
         self.every_n_epochs = every_n_epochs
         self.seconds = seconds
@@ -207,7 +213,8 @@ class SampleGeneration(Callback):
         try:
             state = dm.data_state()  # the statistics in use now (a resumed run restores them)
             sampling = Sampling(self.temperature, self.feedback_noise,
-                                torch.Generator(device=pl_module.device).manual_seed(epoch))
+                                torch.Generator(device=pl_module.device).manual_seed(epoch),
+                                self.top_p)
             with float32_eval(pl_module.device):  # float32 whatever trainer.precision
                 cont = continue_audio(pl_module, state, seed, "val", self.seconds,
                                       self.strategy, None, self.deticking, sampling=sampling)
