@@ -295,7 +295,7 @@ def test_sample_callback_draws_with_its_top_p(tmp_path: Path, monkeypatch) -> No
 
     monkeypatch.setattr(cb, "continue_audio", spy)
     sample = "callbacks.sample_generation"
-    run(compose_cfg([*SMOKE, "experiment=samplernn", "model.hidden_sizes=[16]",
-                     "model.mlp_hidden=16", "trainer.max_epochs=1", f"{sample}.top_p=0.7",
+    run(compose_cfg([*TINY, "model.head=logistic_mixture", "trainer.max_epochs=1",
+                     f"{sample}.top_p=0.7",
                      f"{sample}.temperature=0.9", f"{sample}.score=false"], tmp_path / "run"))
     assert seen and all(s.top_p == 0.7 and s.temperature == 0.9 for s in seen)

@@ -212,7 +212,7 @@ def test_a_bad_value_and_a_samplernn_path_are_refused() -> None:
 
 
 def test_default_model_has_the_path_and_the_seed_presets_do_not() -> None:
-    assert compose_cfg([]).model.linear_ar == "ridge"
+    assert compose_cfg([]).model.linear_ar == "ridge_fixed"
     assert compose_cfg([]).model.hidden_sizes == [300, 300, 300]
     for preset in ("seed000", "seed001_300x3", "gruv", "real_audio"):
         assert compose_cfg([f"experiment={preset}"]).model.linear_ar is None, preset

@@ -72,7 +72,11 @@ def test_every_sweep_composes_with_smoke(name: str) -> None:
     text = (ROOT / "sweeps" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
     assert "Seed question:" in text, "each sweep says which seed question it answers"
-    cfg = _compose([f"sweep={name}", "debug=smoke"], hydra=True)
+    base = [f"sweep={name}", "debug=smoke"]
+    cfg = _compose(base, hydra=True)
+    if cfg.data.source != "synthetic" and not cfg.data.path:  # a corpus sweep: DIR given
+        base.append("data.path=some/folder")
+        cfg = _compose(base, hydra=True)
     assert cfg.sweep_name == name
     # Hydra resolves the sweep dir (and the Optuna storage) in the launching process,
     # before ${hydra:...} resolvers work: both must resolve without HydraConfig.
@@ -86,7 +90,7 @@ def test_every_sweep_composes_with_smoke(name: str) -> None:
         return  # its search space is checked in test_optuna_search_space_composes
     assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
     for override in _axis_values(params):  # every value of every axis is a valid run
-        job = _compose([f"sweep={name}", "debug=smoke", override])
+        job = _compose([*base, override])
         validate_train(job)
 
 

@@ -194,6 +194,8 @@ def test_logger_list_combination(tmp_path: Path) -> None:
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_every_experiment_composes_and_builds(experiment: str) -> None:
     cfg = compose_cfg([f"experiment={experiment}"])
+    if cfg.data.source != "synthetic" and not cfg.data.path:  # a corpus recipe: DIR given
+        cfg = compose_cfg([f"experiment={experiment}", "data.path=some/folder"])
     validate_train(cfg)
     dim = cfg.data.x_len * (2 if cfg.repr.kind == "fft" else 1)
     net = build_model(dim, OmegaConf.to_container(cfg.model, resolve=True))
