@@ -256,6 +256,26 @@ def test_each_failure_is_flagged_by_its_own_metric(data, refs) -> None:
     assert not (loop.silent or loop.noise_like or loop.dc)
 
 
+def test_a_flagged_clip_never_outranks_a_clean_one(data, refs) -> None:
+    """`rank_key` (best-audio.ckpt, rank=score): white noise given a higher score than a
+    clean real clip still ranks below it; between equally flagged clips the score
+    decides; `flag_count` counts the raised flags. Mutant caught: a key of the score
+    alone (the noise wins), or of flags that ignore one of them (`loop`)."""
+    import dataclasses
+
+    ref = refs["melody"]
+    real = S.score_clip(held_out(data["melody"])[2], ref)
+    white = S.score_clip(np.random.default_rng(5).standard_normal(ref.clip_samples)
+                         * ref.level_std, ref)
+    assert real.flag_count == 0 and white.noise_like and white.flag_count >= 1
+    loud_noise = dataclasses.replace(white, score=real.score + 1.0)
+    assert real.rank_key > loud_noise.rank_key
+    assert dataclasses.replace(real, score=0.1).rank_key < real.rank_key
+    looped = dataclasses.replace(real, loop=True, score=real.score + 1.0)
+    assert looped.flag_count == 1 and looped.rank_key < real.rank_key
+    assert tuple(real.flags) == S.AudioScore.FLAG_NAMES
+
+
 def test_rms_per_second_is_relative_to_the_reference_median(refs) -> None:
     ref = refs["melody"]
     n = ref.clip_samples

@@ -149,20 +149,30 @@ def test_auto_says_why_there_is_no_score(checkpoint: Path, tmp_path: Path, capsy
 # --------------------------------------------------------------------- sample callback
 
 
-def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path,
-                                                            monkeypatch) -> None:
-    """Scores forced to 0.2, 0.9, 0.5, 0.7 for epochs 1-4: best-audio.ckpt must hold epoch
-    2's weights (it regenerates epoch 2's sample exactly), summary.json and metrics.csv
-    name it beside the best-loss checkpoint. Mutants (each tried): saving on every sample
-    (epoch 4), keeping the first (epoch 1), comparing with the previous sample's score
-    instead of the best (epoch 4)."""
+@pytest.mark.parametrize("noisy,best", [((), 2), ((2,), 4)], ids=["clean", "epoch2-noisy"])
+def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path, monkeypatch,
+                                                            noisy: tuple[int, ...],
+                                                            best: int) -> None:
+    """Scores forced to 0.2, 0.9, 0.5, 0.7 for epochs 1-4, every flag off except
+    `noise_like` on the epochs in `noisy`: best-audio.ckpt must hold the best epoch's
+    weights (it regenerates that epoch's sample exactly): epoch 2 when all are clean,
+    epoch 4 when epoch 2 sounds like noise (fewer flags first, then the score);
+    summary.json and metrics.csv name it beside the best-loss checkpoint. Mutants (each
+    tried): saving on every sample (epoch 4), keeping the first (epoch 1), comparing with
+    the previous sample's score instead of the best (epoch 4), ranking by the score
+    alone (epoch 2 in the noisy case)."""
     forced = iter([0.2, 0.9, 0.5, 0.7])
+    epochs = iter(range(1, 5))
     real = scoring.score_metrics
+    scores = {}
 
     def fake(clip, ref, skipped):
         score, numbers = real(clip, ref, skipped)
-        score = dataclasses.replace(score, score=next(forced))
-        return score, numbers | {"audio_score": score.score}
+        epoch = next(epochs)
+        flags = dict.fromkeys(score.FLAG_NAMES, False) | {"noise_like": epoch in noisy}
+        score = dataclasses.replace(score, score=next(forced), **flags)
+        scores[epoch] = score.score
+        return score, numbers | score.to_dict() | {"audio_flags": scoring.flag_text(score)}
 
     monkeypatch.setattr(cb, "score_metrics", fake)
     out = tmp_path / "run"
@@ -171,14 +181,14 @@ def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path,
                      f"{sample}.seconds=4", f"{sample}.seed_seconds=1",
                      f"{sample}.keep_best_audio=true"], out))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["best_audio_score"] == 0.9 and summary["best_audio_epoch"] == 2
+    assert summary["best_audio_score"] == scores[best] and summary["best_audio_epoch"] == best
     assert summary["ckpt_best_audio"] == str(out / "checkpoints" / "best-audio.ckpt")
     assert summary["ckpt_best"].startswith(str(out / "checkpoints" / "best-"))
     assert summary["audio_score"] == 0.7  # the last sample's
     for key in ("audio_fd", "audio_flatness_db", "audio_flags"):
         assert key in summary
-    sample_json = json.loads((out / "samples/epoch_002.json").read_text())
-    assert sample_json["metrics"]["audio_score"] == 0.9
+    sample_json = json.loads((out / f"samples/epoch_{best:03d}.json").read_text())
+    assert sample_json["metrics"]["audio_score"] == scores[best]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     logged = [float(r["samples/audio_score"]) for r in rows if r.get("samples/audio_score")]
     assert logged == [0.2, 0.9, 0.5, 0.7]
@@ -193,25 +203,26 @@ def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path,
     model.eval()
     dm = AudioDataModule.from_data_state(model.data_state)
     dm.setup()
-    wav, _ = sf.read(out / "samples/epoch_002.wav", dtype="float32")
+    wav, _ = sf.read(out / f"samples/epoch_{best:03d}.wav", dtype="float32")
     seed = wav[:SR]
     with torch.no_grad():
         cont = continue_audio(model, model.data_state, seed, "val", 4.0,
-                              sampling=Sampling(1.0, 0.0, torch.Generator().manual_seed(2)))
+                              sampling=Sampling(1.0, 0.0, torch.Generator().manual_seed(best)))
     np.testing.assert_allclose(cont.audio, wav, atol=1e-5)
     last = torch.load(out / "checkpoints/last.ckpt", weights_only=False)
     state = next(v for k, v in last["callbacks"].items() if "SampleGeneration" in k)
-    assert state == {"best_audio_score": 0.9, "best_audio_epoch": 2,
-                     "best_audio_path": summary["ckpt_best_audio"]}
+    assert state == {"best_audio_score": scores[best], "best_audio_epoch": best,
+                     "best_audio_flags": 0, "best_audio_path": summary["ckpt_best_audio"]}
 
 
 def test_callback_state_survives_a_resume() -> None:
     a = cb.SampleGeneration(keep_best_audio=True)
     a.best_audio_score, a.best_audio_epoch, a.best_audio_path = 0.7, 4, "x/best-audio.ckpt"
+    a.best_audio_flags = 1
     b = cb.SampleGeneration(keep_best_audio=True)
     b.load_state_dict(a.state_dict())
-    assert (b.best_audio_score, b.best_audio_epoch, b.best_audio_path) == (0.7, 4,
-                                                                            "x/best-audio.ckpt")
+    assert (b.best_audio_score, b.best_audio_epoch, b.best_audio_path,
+            b.best_audio_flags) == (0.7, 4, "x/best-audio.ckpt", 1)
 
 
 # ------------------------------------------------------------------------------ report

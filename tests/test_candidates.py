@@ -118,16 +118,20 @@ def test_one_candidate_writes_what_it_always_wrote(samplernn_ckpt: Path, tmp_pat
 def test_rank_by_score_uses_the_audio_score(gaussian_ckpt: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """rank=score on a frame model (head=gaussian, 3 streams through the frame strategies):
-    every candidate is scored against the one reference and ranked by that score (a stub
-    score here: the clip's RMS, so the loudest ranks first), and the score's fields land
-    in the metrics. Mutants caught: ranking lowest first, keeping the first drawn."""
+    every candidate is scored against the one reference and ranked by fewer flags, then
+    that score (a stub score here: the clip's RMS, so the loudest ranks first; the first
+    drawn carries one flag, so it ranks last), and the score's fields land in the
+    metrics. Mutants caught: ranking lowest first, keeping the first drawn, ranking by
+    the score alone (flags ignored)."""
     clips: list[np.ndarray] = []
 
     def score_metrics(clip, ref, skipped):
         assert ref == "ref" and skipped is None
         clips.append(np.asarray(clip).copy())
         rms = float(np.sqrt(np.mean(np.square(clip, dtype=np.float64))))
-        return types.SimpleNamespace(score=rms), {"audio_score": rms, "audio_rms_stub": rms}
+        flags = int(len(clips) == 1)
+        return types.SimpleNamespace(score=rms), {"audio_score": rms, "audio_rms_stub": rms,
+                                                  "audio_flag_count": flags}
 
     monkeypatch.setattr(pipeline, "generation_reference",
                         lambda req, path, state, seconds, dm: ("ref", None, "stub"))
@@ -138,10 +142,11 @@ def test_rank_by_score_uses_the_audio_score(gaussian_ckpt: Path, tmp_path: Path,
                        "strategy=refeed")
     rms = [float(np.sqrt(np.mean(np.square(c, dtype=np.float64)))) for c in clips]
     assert len(rms) == 3 and len(set(rms)) == 3
-    assert [row["audio_score"] for row in record["candidates"]] == sorted(rms, reverse=True)
-    assert record["metrics"]["audio_rms_stub"] == max(rms)
+    expected = [*sorted(rms[1:], reverse=True), rms[0]]  # the flagged first draw last
+    assert [row["audio_score"] for row in record["candidates"]] == expected
+    assert record["metrics"]["audio_rms_stub"] == max(rms[1:])
     audio, _ = sf.read(out / "generated.wav", dtype="float32")
-    np.testing.assert_array_equal(audio[-800:], clips[int(np.argmax(rms))])
+    np.testing.assert_array_equal(audio[-800:], clips[1 + int(np.argmax(rms[1:]))])
 
 
 @pytest.mark.parametrize("strategy", ["stateful", "refeed"])
@@ -171,6 +176,8 @@ def test_frame_likelihood_is_the_own_distribution_of_the_drawn_frames(strategy: 
 
 def test_rank_order_is_highest_first_stable_nan_last() -> None:
     assert rank_order([0.5, 2.0, float("nan"), 2.0, -1.0]) == [1, 3, 0, 4, 2]
+    # fewer flags first, whatever the values (AudioScore.rank_key)
+    assert rank_order([0.5, 2.0, float("nan"), 2.0, -1.0], [0, 1, 0, 2, 0]) == [0, 4, 2, 1, 3]
 
 
 @pytest.mark.parametrize(("ckpt", "overrides", "message"), [

@@ -114,10 +114,13 @@ def check_controls(top_p: Any, candidates: Any, keep: Any, rank: Any, temperatur
     return Controls(top_p, candidates, keep, rank)
 
 
-def rank_order(values: Sequence[float]) -> list[int]:
-    """Indices of `values`, the highest first; ties keep the order drawn, NaN last."""
-    def key(i: int) -> tuple[bool, float, int]:
+def rank_order(values: Sequence[float], flags: Sequence[int] | None = None) -> list[int]:
+    """Indices of `values`, the highest first; ties keep the order drawn, NaN last. With
+    `flags` (the audio score's raised-flag counts), fewer flags rank first whatever the
+    values (`AudioScore.rank_key`)."""
+    def key(i: int) -> tuple[int, bool, float, int]:
         v = float(values[i])
-        return (math.isnan(v), -v if not math.isnan(v) else 0.0, i)
+        return (0 if flags is None else int(flags[i]), math.isnan(v),
+                -v if not math.isnan(v) else 0.0, i)
 
     return sorted(range(len(values)), key=key)

@@ -321,8 +321,9 @@ def _rank(conts: list[Continuation], controls: Controls) -> list[int]:
     audio score already in each candidate's metrics, or its mean log-likelihood."""
     if len(conts) == 1:
         return [0]
-    if controls.rank == "score":
-        return rank_order([c.metrics["audio_score"] for c in conts])
+    if controls.rank == "score":  # fewer flags first, then the score (AudioScore.rank_key)
+        return rank_order([c.metrics["audio_score"] for c in conts],
+                          [c.metrics["audio_flag_count"] for c in conts])
     return rank_order([c.log_likelihood for c in conts])
 
 

@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from audiolstm.atomic import temp_sibling
 from audiolstm.config import SAMPLE_KEY, check_sample_settings
 from audiolstm.errors import UserError, check_temperature
-from audiolstm.evaluation.audio_score import AudioReference
+from audiolstm.evaluation.audio_score import AudioReference, AudioScore
 from audiolstm.generation.candidates import check_top_p_use
 from audiolstm.generation.pipeline import continue_audio, write_outputs
 from audiolstm.generation.scoring import ScoreRequest, score_metrics, summary_line
@@ -150,6 +150,7 @@ class SampleGeneration(Callback):
         self._reference: AudioReference | None = None
         self._skipped: str | None = None
         self.best_audio_score = -math.inf
+        self.best_audio_flags = len(AudioScore.FLAG_NAMES)  # beaten by any scored sample
         self.best_audio_epoch: int | None = None
         self.best_audio_path: str | None = None
 
@@ -170,11 +171,13 @@ class SampleGeneration(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_audio_score": self.best_audio_score,
+                "best_audio_flags": self.best_audio_flags,
                 "best_audio_epoch": self.best_audio_epoch,
                 "best_audio_path": self.best_audio_path}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_audio_score = state_dict.get("best_audio_score", -math.inf)
+        self.best_audio_flags = state_dict.get("best_audio_flags", 0)
         self.best_audio_epoch = state_dict.get("best_audio_epoch")
         self.best_audio_path = state_dict.get("best_audio_path")
 
@@ -222,9 +225,11 @@ class SampleGeneration(Callback):
             pl_module.train(was_training)
         score, numbers = score_metrics(cont.generated, self._reference, self._skipped)
         cont.metrics |= numbers
-        improved = score is not None and score.score > self.best_audio_score
+        best_key = (-self.best_audio_flags, self.best_audio_score)
+        improved = score is not None and score.rank_key > best_key  # flags first, then score
         if improved:
             self.best_audio_score, self.best_audio_epoch = score.score, epoch
+            self.best_audio_flags = score.flag_count
         out_dir = Path(trainer.default_root_dir) / self.dirname
         stem = f"epoch_{epoch:03d}"
         write_outputs(cont, out_dir, stem, {"epoch": epoch, **cont.settings,
