@@ -7,6 +7,7 @@ import platform
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -71,3 +72,19 @@ def write_section(title: str, body: str) -> None:
     text = pattern.sub(block + "\n", text) if pattern.search(text) else \
         text.rstrip() + "\n\n" + block
     RESULTS.write_text(text)
+
+
+def bare_update(opt: torch.optim.Optimizer, params: list[torch.Tensor],
+                clip: float | None) -> Callable[[torch.Tensor], None]:
+    """A plain PyTorch optimiser update for `SampleRNN.train_batch` (no Lightning): what
+    the benchmarks compare the framework's manual optimisation with."""
+    def update(loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise RuntimeError("non-finite loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+
+    return update

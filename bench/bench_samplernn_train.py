@@ -48,6 +48,7 @@ def worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(root))
     import pytorch_lightning as pl
     import torch
+    from _common import bare_update
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from pytorch_lightning.loggers import CSVLogger
@@ -116,17 +117,7 @@ def worker(args: argparse.Namespace) -> None:
         opt = model.configure_optimizers()  # mixed precision: base.configure_optimizers)
         opt = opt["optimizer"] if isinstance(opt, dict) else opt
         model.trainer = None
-        clip = model.hparams.grad_clip
-        params = list(model.parameters())
-
-        def update(loss: torch.Tensor) -> None:
-            if not torch.isfinite(loss):
-                raise RuntimeError("non-finite loss")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
+        update = bare_update(opt, list(model.parameters()), model.hparams.grad_clip)
 
         autocast = torch.autocast("cpu", dtype=torch.bfloat16,
                                   enabled=args.precision.startswith("bf16"))

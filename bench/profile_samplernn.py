@@ -42,6 +42,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import bare_update  # noqa: E402
+
 from audiolstm.models.samplernn import SampleRNN  # noqa: E402
 
 CONFIGS = {  # SampleRNN kwargs, chunk (samples), x_len of a batch's frames
@@ -101,15 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, samples, chunk, opt = build(args)
-    params = list(model.parameters())
-
-    def update(loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise RuntimeError("non-finite loss")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+    update = bare_update(opt, list(model.parameters()), 1.0)
 
     for _ in range(2):  # warm-up: allocator, oneDNN primitives
         model.train_batch(samples, update)
