@@ -4,8 +4,8 @@
                                  [--top-p 1.0] [--candidates 1] [--out DIR] [--write]
 
 Runs `generate.py` once per seed (`seed.split`, a random start drawn by `seed.seed` = 0 ..
-seeds - 1; the reference of the score is always the checkpoint's test split) and prints one
-row per continuation against the recipe's four targets:
+seeds - 1; the score's reference is the same split: `reference_split`) and prints one row
+per continuation against the recipe's four targets:
 
 - no silent second (`audio_silent_seconds` = 0),
 - every second's RMS within 0.3-3 x the reference's median second (`audio_rms_per_second`),
@@ -43,6 +43,7 @@ def generate(ckpt: Path, out: Path, split: str, seed: int, args: argparse.Namesp
            f"seed.split={split}", f"seed.seed={seed}", f"seed.seconds={args.seed_seconds}",
            f"temperature={args.temperature}", f"top_p={args.top_p}",
            f"candidates={args.candidates}", "progress=false", "score=true",
+           f"reference_split={split}",
            f"hydra.run.dir={run_dir}"]
     if args.candidates > 1:
         cmd.append("rank=likelihood")

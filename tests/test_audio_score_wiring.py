@@ -128,6 +128,14 @@ def test_bad_references_stop_generate_before_anything_is_written(checkpoint: Pat
         (["score=true", "seconds=0.5"], "seconds=0.5: the audio score needs clips of at least"),
         ([f"reference={short}", "score=false"], f"reference={short} has no effect with score"),
         (["score_settings.dc_threshold=-1"], "score_settings.dc_threshold=-1 must be > 0"),
+        # reference_split: the split is the one read, and it is refused where it is unused
+        (["score=true", "seconds=5", "reference_split=val"],
+         "reference=null (the checkpoint's val split): the reference (2.00 s"),
+        ([f"reference={short}", "reference_split=val"],
+         f"reference_split=val has no effect: reference={short} is a file"),
+        (["score=false", "reference_split=val"],
+         "reference_split=val has no effect: score=false"),
+        (["reference_split=dev"], "reference_split='dev' is not one of test, val, train"),
     ]
     for overrides, message in cases:
         out = tmp_path / "gen"
@@ -136,6 +144,16 @@ def test_bad_references_stop_generate_before_anything_is_written(checkpoint: Pat
         assert str(e.value).startswith(message), str(e.value)
         assert "\n" not in str(e.value)
         assert not (out / "generated.wav").exists() and not (out / "generated.json").exists()
+
+
+def test_reference_split_scores_against_that_split(checkpoint: Path, tmp_path: Path) -> None:
+    """reference_split=train: the score's reference is the training split (16 of the 20
+    s), and generated.json says so. Mutant caught: the test split read whatever the
+    setting (2 s: too short to score 2 s clips)."""
+    record = _generate(checkpoint, tmp_path / "gen", "seconds=2", "reference_split=train")
+    assert record["settings"]["reference"] == "reference=null (the checkpoint's train split)"
+    assert record["metrics"]["audio_ref_seconds"] == pytest.approx(16.0, abs=0.01)
+    assert isinstance(record["metrics"]["audio_score"], float)
 
 
 def test_auto_says_why_there_is_no_score(checkpoint: Path, tmp_path: Path, capsys) -> None:

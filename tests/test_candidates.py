@@ -134,7 +134,7 @@ def test_rank_by_score_uses_the_audio_score(gaussian_ckpt: Path, tmp_path: Path,
                                                   "audio_flag_count": flags}
 
     monkeypatch.setattr(pipeline, "generation_reference",
-                        lambda req, path, state, seconds, dm: ("ref", None, "stub"))
+                        lambda req, path, state, seconds, dm, split: ("ref", None, "stub"))
     monkeypatch.setattr(pipeline, "score_metrics", score_metrics)
     monkeypatch.setattr(pipeline, "summary_line", lambda score: "stub score")
     out = tmp_path / "g"

@@ -27,7 +27,7 @@ from audiolstm.data.audio import load_audio, write_wav
 from audiolstm.data.datamodule import AudioDataModule
 from audiolstm.data.splits import SPLITS
 from audiolstm.data.state import DataState
-from audiolstm.errors import UserError, check_temperature
+from audiolstm.errors import UserError, check_temperature, one_of
 from audiolstm.evaluation.metrics import generation_metrics
 from audiolstm.evaluation.plots import plot_generation
 from audiolstm.generation.candidates import Controls, check_controls, rank_order
@@ -245,6 +245,11 @@ def run(cfg) -> dict[str, Any]:
     score_req = score_request(cfg.score, cfg.score_settings, "score", "score_settings")
     if cfg.reference and not score_req.enabled:
         raise UserError(f"reference={cfg.reference} has no effect with score=false")
+    reference_split = cfg.get("reference_split", "test")
+    one_of(reference_split, ("test", "val", "train"), "reference_split")
+    if reference_split != "test" and (cfg.reference or not score_req.enabled):
+        why = f"reference={cfg.reference} is a file" if cfg.reference else "score=false"
+        raise UserError(f"reference_split={reference_split} has no effect: {why}")
     device = _device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt_path, "ckpt_path", map_location=str(device))
     check_temperature(cfg.temperature, "temperature", UserError)
@@ -276,7 +281,7 @@ def run(cfg) -> dict[str, Any]:
     seed_audio, start = pick_seed(seed_signal, sr, s.seconds, s.start_seconds, s.seed, source)
     # before generating: a reference that cannot score stops the job now, not after it
     reference, score_skipped, reference_source = generation_reference(
-        score_req, cfg.reference, state, cfg.seconds, datamodule)
+        score_req, cfg.reference, state, cfg.seconds, datamodule, reference_split)
     if controls.rank == "score" and controls.candidates > 1 and reference is None:
         raise UserError(f"rank=score needs the audio score, which is off here: {score_skipped}")
 

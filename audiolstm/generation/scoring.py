@@ -67,14 +67,15 @@ class ScoreRequest:
 
 
 def generation_reference(req: ScoreRequest, path: str | None, state: DataState,
-                         seconds: float, datamodule: Callable[[], AudioDataModule]
-                         ) -> tuple[AudioReference | None, str | None, str]:
+                         seconds: float, datamodule: Callable[[], AudioDataModule],
+                         split: str = "test") -> tuple[AudioReference | None, str | None, str]:
     """`generate.py`'s reference: the file at `path`, else every piece of the checkpoint's
-    test split (`datamodule()` gives it, set up). Returns (reference, skipped, source)."""
-    source = f"reference={path}" if path else "reference=null (the checkpoint's test split)"
+    `split` (`datamodule()` gives it, set up). Returns (reference, skipped, source)."""
+    source = (f"reference={path}" if path
+              else f"reference=null (the checkpoint's {split} split)")
     if not req.enabled:
         return None, f"{req.key}=false", source
-    audio = load_audio(path, state.sample_rate) if path else datamodule().pieces["test"]
+    audio = load_audio(path, state.sample_rate) if path else datamodule().pieces[split]
     ref, skipped = req.reference(audio, state.sample_rate, seconds, source, "seconds",
                                  required=bool(path))
     return ref, skipped, source
