@@ -84,6 +84,7 @@ SUMMARY_FIELDS: tuple[SummaryField, ...] = (
     SummaryField("audio_rms_max", "RMS/s max", sample=True),
     SummaryField("audio_dc_offset", sample=True),
     SummaryField("audio_loop_corr", "loop corr.", sample=True),
+    SummaryField("audio_partials", "held partials", sample=True),
     SummaryField("audio_flags", "audio flags", sample=True, fmt="text"),
     # the best-scoring sample of the run (callbacks.sample_generation.keep_best_audio=true
     # also keeps its weights: ckpt_best_audio, beside ckpt_best, the best val loss)

@@ -62,8 +62,11 @@ def row(seed: int, metrics: dict) -> tuple[str, bool]:
     score = metrics["audio_score"]
     ok = (silent == 0 and all(RMS_LOW <= r <= RMS_HIGH for r in rms)
           and abs(flat - ref) <= FLATNESS_DB and score >= MIN_SCORE)
+    partials = (f"{metrics.get('audio_partials', float('nan')):.2f} "
+                f"({metrics.get('audio_partials_ref', float('nan')):.2f})")
     return (f"| {seed} | {score:.2f} | {flat:.1f} ({ref:.1f}) | {silent} | "
             f"{min(rms):.2f}-{max(rms):.2f} | {metrics.get('audio_dc_offset', float('nan')):.2f} | "
+            f"{partials} | "
             f"{metrics['audio_flags'] or 'none'} | {'yes' if ok else 'no'} |"), ok
 
 
@@ -87,7 +90,8 @@ def main() -> None:
              f"temperature {args.temperature}, top_p {args.top_p}, candidates "
              f"{args.candidates}; {machine()}; {load()}", "",
              "| seed | score | flatness dB (reference) | silent s | RMS per s / median | "
-             "DC / std | flags | all four met |", "|---|---|---|---|---|---|---|---|"]
+             "DC / std | partials / frame (reference) | flags | all four met |",
+             "|---|---|---|---|---|---|---|---|---|"]
     scores, met = [], 0
     for seed in range(args.seeds):
         metrics = generate(args.ckpt.resolve(), out, args.split, seed, args)["metrics"]

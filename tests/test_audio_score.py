@@ -194,6 +194,72 @@ def test_shaped_noise_follows_the_spectrum() -> None:
     assert np.std(10 * np.log10(p[10:120])) < 1.0  # flat where the target is flat
 
 
+def naive_sustained(peaks: np.ndarray, lag: int) -> np.ndarray:
+    """The literal loop: for each frame, each peak, look one bin either side two frames on."""
+    t_n, k_n = peaks.shape
+    out = []
+    for t in range(t_n - 2 * lag):
+        count = 0
+        for k in range(k_n):
+            if not peaks[t, k]:
+                continue
+            near = [j for j in (k - 1, k, k + 1) if 0 <= j < k_n]
+            if any(peaks[t + lag, j] for j in near) and any(peaks[t + 2 * lag, j] for j in near):
+                count += 1
+        out.append(count)
+    return np.array(out, dtype=np.float64)
+
+
+def test_sustained_partials_equal_the_naive_loop_and_blocks_the_whole() -> None:
+    """Mutants: no one-bin tolerance, one later window instead of two, frames off by one;
+    the block counter dropping or double-counting the frames at a block boundary."""
+    rng = np.random.default_rng(3)
+    peaks = rng.random((60, 40)) < 0.15
+    for lag in (1, 3, 4):
+        np.testing.assert_array_equal(S.sustained_partials(peaks, lag),
+                                      naive_sustained(peaks, lag))
+    assert S.sustained_partials(peaks[:8], 4).size == 0  # no frame has both later windows
+
+    x = melody(6.0, seed=4)
+    n_fft, hop = S.analysis_sizes(SR)
+    from audiolstm.evaluation.metrics import stft_power
+    power = stft_power(x, n_fft, hop)
+    whole = S.sustained_partials(S.spectral_peaks(power), n_fft // hop)
+    counter = S.PartialCounter(n_fft // hop)
+    for part in np.array_split(power, [5, 9, 10, 200, 201]):  # blocks shorter than 2 lag too
+        counter.add(part)
+    assert counter.frames == len(whole) and counter.total == whole.sum()
+    assert counter.mean == pytest.approx(whole.mean())
+
+
+def test_spectral_peaks_of_a_sine_of_noise_and_of_a_band_edge() -> None:
+    """A sine on a bin is one peak per frame, at its bin; white noise's chance peaks are
+    rare and never held; a band of noise with brick-wall edges has no peaks at its edges
+    beyond noise's chance (a partial stands out on both sides). Mutants: prominence against one side, or
+    against the mean of the whole frame, or no local-maximum test (the sine's main lobe
+    would count 3 bins)."""
+    n_fft, hop = S.analysis_sizes(SR)
+    n = 4 * SR
+    t = np.arange(n) / SR
+    from audiolstm.evaluation.metrics import stft_power
+    sine = stft_power(np.sin(2 * np.pi * (40 * SR / n_fft) * t), n_fft, hop)
+    pk = S.spectral_peaks(sine)
+    assert (pk.sum(axis=1) == 1).all() and pk[:, 40].all()
+    assert (S.sustained_partials(pk, n_fft // hop) == 1).all()
+    rng = np.random.default_rng(0)
+    white = S.spectral_peaks(stft_power(rng.standard_normal(n), n_fft, hop))
+    assert white.mean() < 0.01
+    assert S.sustained_partials(white, n_fft // hop).sum() == 0
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    band = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * ((freqs > 500) & (freqs < 2000)), n)
+    band_pk = S.spectral_peaks(stft_power(band, n_fft, hop))
+    edges = [int(round(f * n_fft / SR)) for f in (500, 2000)]
+    at_edges = band_pk[:, [e + d for e in edges for d in range(-2, 3)]]
+    assert at_edges.mean() < 0.02  # noise's chance rate (0.4 %), not a partial's
+    assert S.sustained_partials(band_pk, n_fft // hop).sum() <= 1
+    assert not S.spectral_peaks(np.zeros((3, 513))).any()  # silence: no peak, no warning
+
+
 # ---------------------------------------------------------------------- known answers
 
 
@@ -228,8 +294,9 @@ def test_shaped_noise_scores_about_zero_and_broken_audio_below(data, refs, kind)
 
 
 def test_each_failure_is_flagged_by_its_own_metric(data, refs) -> None:
-    """Silence, white noise, a DC offset and a stuck loop each raise their own flag (and
-    only theirs beside loudness, which silence and noise also change)."""
+    """Silence, white noise, a DC offset, a stuck loop and rumble with no held note each
+    raise their own flag (and only theirs beside loudness, which silence and noise also
+    change, and no partials, which silence and white noise have none of either)."""
     ref = refs["melody"]
     n = ref.clip_samples
     real = held_out(data["melody"])[2]
@@ -247,6 +314,18 @@ def test_each_failure_is_flagged_by_its_own_metric(data, refs) -> None:
     offset = S.score_clip(real + 0.5 * ref.level_std, ref)
     assert offset.dc and offset.dc_offset == pytest.approx(0.5, abs=0.05)
     assert not (offset.silent or offset.noise_like or offset.loop)
+
+    assert white.no_partials and white.partials == 0.0 and ref.partials > 3
+    # low rumble (noise under 100 Hz) with clicks, as loud as the music: its flatness
+    # reads tonal and its loudness passes; only the partials see that no note is held
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    rumble = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * (freqs < 100), n)
+    rumble[rng.integers(0, n, 60)] += 4 * rumble.std()
+    rumble *= ref.level_std / rumble.std()
+    low = S.score_clip(rumble, ref)
+    assert low.no_partials and low.partials < 0.05 * ref.partials
+    assert not (low.silent or low.noise_like or low.dc or low.loop)
+    assert not S.score_clip(real, ref).no_partials
 
     stuck = np.tile(real[: int(0.7 * SR)], 20)[:n]
     loop = S.score_clip(stuck, ref)
@@ -296,7 +375,8 @@ def test_to_dict_is_flat_prefixed_and_json_ready(data, refs) -> None:
     assert all(k.startswith("audio_") for k in d)
     assert {"audio_score", "audio_fd", "audio_flatness_db", "audio_silent_seconds",
             "audio_rms_per_second", "audio_loop", "audio_dc", "audio_noise_like",
-            "audio_rms_min", "audio_rms_max"} <= set(d)
+            "audio_rms_min", "audio_rms_max", "audio_partials", "audio_partials_ref",
+            "audio_no_partials"} <= set(d)
     assert isinstance(d["audio_rms_per_second"], list)
     json.dumps(json_safe(d), allow_nan=False)  # nan (the silent clip's flatness) -> null
     assert all(k.startswith("audio_ref_") for k in refs["melody"].to_dict())
@@ -362,6 +442,7 @@ def test_bad_references_and_settings_are_one_line_errors(data) -> None:
     for key, value in (("silence_db", 0.0), ("silence_db", -200.0), ("rms_low", 1.0),
                        ("rms_high", 0.5), ("flatness_tolerance_db", -1.0),
                        ("dc_threshold", 0.0), ("loop_threshold", 1.5), ("loop_min_lag", 0.0),
+                       ("partials_fraction", 0.0), ("partials_fraction", 1.0),
                        ("loop_threshold", "high"), ("silence_db", True)):
         with pytest.raises(UserError, match=rf"^score\.{key}={value!r} must"):
             S.ScoreSettings.from_mapping({key: value})

@@ -33,9 +33,13 @@ same data set and needs nothing downloaded:
   by data set, so that did not decide. bench/RESULTS.md, "Audio score: calibration".
 - **Flags beside it**, each a boolean with the number it is decided on: spectral
   flatness against the reference's (noise-like), silent seconds, the RMS of every second
-  relative to the reference's median second (loudness), a DC offset, and a stuck loop
+  relative to the reference's median second (loudness), a DC offset, a stuck loop
   (the autocorrelation of the log-mel envelope's 64 ms changes at lags of `loop_min_lag`
-  seconds and more).
+  seconds and more), and no sustained partials (`no_partials`: spectral peaks that hold
+  through three disjoint 64 ms windows, per frame, against the reference's rate). The
+  last is there because the others can all pass while the audio has no note in it:
+  SampleRNN on the orchestral corpus made low rumble with clicks whose loudness,
+  flatness and score all read like music (README, "A music recipe").
 
 Analysis: Hann frames of `n_fft = 2**round(log2(0.064 * sample_rate))` samples (64 ms;
 1024 at 16 kHz), hop `n_fft // 4`, `N_MELS = 40` triangular HTK-mel bands from 0 Hz to
@@ -95,6 +99,9 @@ class ScoreSettings:
     dc_threshold: float = 0.2
     #: the loop flag: envelope-change autocorrelation above this at a lag >= loop_min_lag
     loop_threshold: float = 0.8
+    #: the no-partials flag: the clip's sustained partials per frame below this fraction
+    #: of the reference's (a held note's harmonics; rumble, hiss and clicks have none)
+    partials_fraction: float = 0.1
     #: shortest lag (seconds) the loop check looks at
     loop_min_lag: float = 0.5
 
@@ -108,6 +115,7 @@ class ScoreSettings:
             "dc_threshold": (lambda v: 0.0 < v < math.inf, "must be > 0"),
             "loop_threshold": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
             "loop_min_lag": (lambda v: 0.0 < v < math.inf, "must be > 0 seconds"),
+            "partials_fraction": (lambda v: 0.0 < v < 1.0, "must be in (0, 1)"),
         }
         for name, (ok, rule) in rules.items():
             value = getattr(self, name)
@@ -277,6 +285,90 @@ def loop_correlation(envelope: np.ndarray, frame_rate: float, min_lag: float
     return float(min(r[best], 1.0)), float(lags[best] / frame_rate)
 
 
+#: a spectral peak stands this many dB above the mean log power on each side of it
+PEAK_PROMINENCE_DB = 10.0
+#: each side: the bins from PEAK_GAP to PEAK_REACH away (the Hann main lobe spans ±2)
+PEAK_GAP, PEAK_REACH = 3, 8
+
+
+def spectral_peaks(power: np.ndarray) -> np.ndarray:
+    """Prominent peaks of power frames `[T, K]`: a boolean `[T, K]`.
+
+    A bin is a peak when it is a local maximum of its frame and its power in dB stands
+    `PEAK_PROMINENCE_DB` above the mean dB of the bins `PEAK_GAP` to `PEAK_REACH` away
+    on *each* side (a partial stands out on both sides; the edge of a band of noise, or
+    of a low-pass, on one side only). Bins closer than `PEAK_GAP` to bin 0 or to Nyquist
+    are never peaks. In white Gaussian noise a bin's power is exponential and its dB has
+    a mean 2.51 dB below the dB of its mean power, so one bin passes 10 dB above a side's
+    mean dB with probability exp(-10^0.749) = 0.4 %; a sine's Hann main lobe stands tens
+    of dB above both sides.
+    """
+    p = np.asarray(power, np.float64)
+    floor = np.maximum(p.mean(axis=-1, keepdims=True) * 1e-10, np.finfo(np.float64).tiny)
+    db = 10.0 * np.log10(np.maximum(p, floor))
+    k = db.shape[-1]
+    cs = np.concatenate([np.zeros(db.shape[:-1] + (1,)), np.cumsum(db, axis=-1)], axis=-1)
+
+    def side_mean(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # bins [lo, hi)
+        lo, hi = np.clip(lo, 0, k), np.clip(hi, 0, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (cs[..., hi] - cs[..., lo]) / (hi - lo)
+
+    idx = np.arange(k)
+    left = side_mean(idx - PEAK_REACH, idx - PEAK_GAP + 1)
+    right = side_mean(idx + PEAK_GAP, idx + PEAK_REACH + 1)
+    peaks = np.zeros(db.shape, dtype=bool)
+    s = slice(PEAK_GAP, k - PEAK_GAP)
+    inner = db[..., s]
+    peaks[..., s] = ((inner > db[..., PEAK_GAP - 1 : k - PEAK_GAP - 1])
+                     & (inner >= db[..., PEAK_GAP + 1 : k - PEAK_GAP + 1])
+                     & (inner - left[..., s] >= PEAK_PROMINENCE_DB)
+                     & (inner - right[..., s] >= PEAK_PROMINENCE_DB))
+    return peaks
+
+
+def sustained_partials(peaks: np.ndarray, lag: int) -> np.ndarray:
+    """Per frame t (of those with t + 2 lag inside): the peaks of frame t that have a peak
+    within one bin in frames t + lag and t + 2 lag. With `lag` the frames between two
+    windows that do not overlap, a partial counted here lasts through three disjoint
+    windows (192 ms at 64 ms): a held note's harmonics do, noise's chance peaks almost
+    never (each of the two matches about 3 x 0.4 %)."""
+    pk = np.asarray(peaks, bool)
+    n = pk.shape[0] - 2 * lag
+    if lag < 1 or n <= 0:
+        return np.zeros(0)
+    near = pk.copy()  # a peak within one bin
+    near[:, 1:] |= pk[:, :-1]
+    near[:, :-1] |= pk[:, 1:]
+    held = pk[:n] & near[lag : lag + n] & near[2 * lag : 2 * lag + n]
+    return held.sum(axis=1).astype(np.float64)
+
+
+class PartialCounter:
+    """`sustained_partials` over a signal that arrives in blocks of power frames: the
+    last `2 lag` frames' peaks carry over, so the counts equal those of the whole signal
+    at once, in bounded memory."""
+
+    def __init__(self, lag: int) -> None:
+        self.lag = lag
+        self.tail: np.ndarray | None = None
+        self.total = 0.0
+        self.frames = 0
+
+    def add(self, power: np.ndarray) -> None:
+        peaks = spectral_peaks(power)
+        both = peaks if self.tail is None else np.concatenate([self.tail, peaks])
+        counts = sustained_partials(both, self.lag)
+        self.total += float(counts.sum())
+        self.frames += len(counts)
+        self.tail = both[-2 * self.lag :] if len(both) > 2 * self.lag else both
+
+    @property
+    def mean(self) -> float:
+        """Sustained partials per frame (nan before a frame has both later windows)."""
+        return self.total / self.frames if self.frames else math.nan
+
+
 def shaped_noise(power_spectrum: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Stationary Gaussian noise of `n` samples, unit variance, whose power spectrum
     follows `power_spectrum` (bins equally spaced from 0 Hz to Nyquist)."""
@@ -393,6 +485,7 @@ class AudioReference:
     level_mean: float  # sample mean and std (the DC check)
     level_std: float
     loop_corr: float  # median loop value of the floor windows (real audio's own repetition)
+    partials: float  # sustained partials per frame over the whole reference
 
     @property
     def clip_samples(self) -> int:
@@ -405,7 +498,8 @@ class AudioReference:
                 "audio_ref_fd_ceiling": self.fd_ceiling,
                 "audio_ref_timbre_db": self.timbre_db,
                 "audio_ref_flatness_db": self.flatness_db,
-                "audio_ref_loop_corr": self.loop_corr}
+                "audio_ref_loop_corr": self.loop_corr,
+                "audio_ref_partials": self.partials}
 
 
 def _pieces(real_audio: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -468,13 +562,16 @@ def build_reference(real_audio: np.ndarray | Sequence[np.ndarray], sample_rate: 
     spectrum = np.zeros(an.n_fft // 2 + 1)
     flat, windows = [], []
     n_frames, mel_sum = 0, np.zeros(N_MELS)
+    partial_total, partial_frames = 0.0, 0
     for i, p in enumerate(pieces):
+        partials = PartialCounter(an.delta_frames)  # none spans two pieces
         last: np.ndarray | None = None  # the previous segment: the next window's first half
         pending = np.zeros((0, N_MELS))
         k = 0
         for power, lm in an.blocks(p):
             spectrum += power.sum(axis=0)
             flat.append(flatness_db(power))
+            partials.add(power)
             n_frames += len(lm)
             mel_sum += lm.sum(axis=0)
             pending = np.concatenate([pending, lm])
@@ -485,6 +582,8 @@ def build_reference(real_audio: np.ndarray | Sequence[np.ndarray], sample_rate: 
                     windows.append(_Window(i, k, k * seg, centred_cov(both), both.mean(axis=0)))
                     k += 1
                 last = this
+        partial_total += partials.total
+        partial_frames += partials.frames
     spectrum /= n_frames
     ref_mean = mel_sum / n_frames
     flat_all = np.concatenate(flat)
@@ -526,7 +625,8 @@ def build_reference(real_audio: np.ndarray | Sequence[np.ndarray], sample_rate: 
         fd_floor_clips=tuple(floors), fd_ceiling_draws=tuple(ceilings),
         timbre_db=float(np.median(timbres)), flatness_db=ref_flatness,
         rms_median=rms_median, level_mean=level_mean, level_std=level_std,
-        loop_corr=float(np.median(finite_loops)) if finite_loops else math.nan)
+        loop_corr=float(np.median(finite_loops)) if finite_loops else math.nan,
+        partials=partial_total / partial_frames if partial_frames else math.nan)
 
 
 # -------------------------------------------------------------------------------- score
@@ -553,6 +653,9 @@ class AudioScore:
     loop_corr: float  # peak envelope-change autocorrelation at lags >= loop_min_lag
     loop_lag_seconds: float
     loop: bool
+    partials: float  # sustained partials per frame (held for 3 disjoint windows)
+    partials_ref: float
+    no_partials: bool  # partials < partials_fraction x partials_ref
 
     @property
     def rms_min(self) -> float:
@@ -564,7 +667,7 @@ class AudioScore:
 
     #: the flags, each a boolean field
     FLAG_NAMES: ClassVar[tuple[str, ...]] = ("silent", "noise_like", "loudness_off", "dc",
-                                             "loop")
+                                             "loop", "no_partials")
 
     @property
     def flags(self) -> dict[str, bool]:
@@ -608,9 +711,11 @@ def score_clip(clip: np.ndarray, ref: AudioReference) -> AudioScore:
                          "reference for its length")
     s, an = ref.settings, ref.analysis
     flat_parts, lm_parts = [], []
+    partials = PartialCounter(an.delta_frames)
     for power, lm in an.blocks(x):
         flat_parts.append(flatness_db(power))
         lm_parts.append(lm)
+        partials.add(power)
     log_mel = np.concatenate(lm_parts)
     flat = np.concatenate(flat_parts)
     fd = _fd(centred_cov(log_mel), ref.cov)
@@ -631,4 +736,6 @@ def score_clip(clip: np.ndarray, ref: AudioReference) -> AudioScore:
         rms_per_second=tuple(float(r) for r in ratios),
         loudness_off=bool(np.any((ratios < s.rms_low) | (ratios > s.rms_high))),
         dc_offset=dc, dc=dc > s.dc_threshold,
-        loop_corr=loop, loop_lag_seconds=lag, loop=bool(loop > s.loop_threshold))
+        loop_corr=loop, loop_lag_seconds=lag, loop=bool(loop > s.loop_threshold),
+        partials=partials.mean, partials_ref=ref.partials,
+        no_partials=bool(partials.mean < s.partials_fraction * ref.partials))

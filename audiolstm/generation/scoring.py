@@ -111,4 +111,5 @@ def summary_line(score: AudioScore) -> str:
                 "noise: a longer or steadier reference gives the score a scale)")
     return (f"{head}: FD {score.fd:.0f}, floor {score.fd_floor:.0f}, ceiling "
             f"{score.fd_ceiling:.0f}; flatness {score.flatness_db:.1f} dB (reference "
-            f"{score.flatness_ref_db:.1f}); flags: {flag_text(score) or 'none'}")
+            f"{score.flatness_ref_db:.1f}); held partials {score.partials:.2f} per frame "
+            f"(reference {score.partials_ref:.2f}); flags: {flag_text(score) or 'none'}")
