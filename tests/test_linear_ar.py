@@ -105,23 +105,45 @@ def _pairs(seed: int = 0) -> torch.Tensor:
     return torch.stack([x, x @ a + 0.1 * torch.randn(200, D, generator=g)], dim=1)
 
 
-def test_started_at_the_ridge_fit_it_is_the_ridge_prediction() -> None:
-    """With the RNN head zeroed, the model started from the ridge fit predicts exactly
-    (bit for bit) what the ridge baseline does (mutants caught: W loaded transposed, the
-    bias left at zero, the fit not loaded by `init_linear_ar`)."""
-    m = _model(linear_ar="ridge")
+@pytest.mark.parametrize("kind", ["ridge", "ridge_fixed"])
+def test_started_at_the_ridge_fit_it_is_the_ridge_prediction(kind: str) -> None:
+    """`init_linear_ar` loads the fit and zeroes the head, so the untrained model predicts
+    exactly (bit for bit) what the ridge baseline does (mutants caught: W loaded
+    transposed, the bias left at zero, the fit not loaded, the head left random)."""
+    m = _model(linear_ar=kind)
     pairs = _pairs()
     m.fit_ridge(lambda: [pairs[:120], pairs[120:]])
     m.init_linear_ar()
+    x = torch.randn(2, 7, D)
     with torch.no_grad():
-        m.head.weight.zero_()
-        m.head.bias.zero_()
-        x = torch.randn(2, 7, D)
         out, _ = m(x)
     w, b = fit_ridge_baseline([pairs])
     assert torch.allclose(m.linear_ar.weight, w, atol=1e-6)  # one batch or two: same fit
     assert torch.equal(out, ridge_predict(x, *m.ridge))
     assert b.abs().max() > 1e-3 and not torch.allclose(w, w.T)
+
+
+def test_a_ridge_start_zeroes_the_gaussian_mean_and_leaves_the_mixture() -> None:
+    """The Gaussian head starts with its mean at the ridge prediction and its scale as
+    initialised (mutant: the whole projection zeroed, every scale 1); the mixture keeps its
+    random locations (mutant: zeroed, its components identical for ever)."""
+    pairs = _pairs()
+    x = torch.randn(2, 5, D)
+    g = _model(head="gaussian", linear_ar="ridge_fixed")
+    log_scale_before = g.head.proj.bias[D:].clone()
+    g.fit_ridge(lambda: [pairs])
+    g.init_linear_ar()
+    with torch.no_grad():
+        out, _ = g(x)
+    assert torch.equal(g.head.mean(out), ridge_predict(x, *g.ridge))
+    assert torch.equal(g.head.proj.bias[D:], log_scale_before)
+    assert g.head.proj.weight[D:].abs().min() > 0
+    mix = _model(head="logistic_mixture", linear_ar="ridge_fixed")
+    before = {k: v.clone() for k, v in mix.head.state_dict().items()}
+    mix.fit_ridge(lambda: [pairs])
+    mix.init_linear_ar()
+    for k, v in mix.head.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_ridge_start_without_a_ridge_fit_is_refused() -> None:

@@ -20,9 +20,9 @@ RNN's regularisers; the ridge is regularised by its own penalty). Settings:
 - `zero`: the path starts at W = 0, b = 0 (the model starts as the plain RNN) and is
   learnt with the rest.
 - `ridge`: the path starts at the closed-form ridge fit the run already makes on the
-  training frame pairs (`AudioRNN.fit_ridge`, then `AudioRNN.init_linear_ar`): the model
-  starts at the ridge's predictions plus the RNN head's small initial output, and the
-  RNN learns the residual while the path is learnt on. Adam moves every one of the D^2
+  training frame pairs (`AudioRNN.fit_ridge`, then `AudioRNN.init_linear_ar`, which also
+  starts the head's location at zero): the model starts at exactly the ridge's
+  predictions, and the RNN learns the residual while the path is learnt on. Adam moves every one of the D^2
   weights by about the learning rate at each step whatever its gradient's size, so the
   first steps leave the ridge's optimum (1.45 x its validation MSE after one epoch of the
   default run) before joint training brings the loss back down.
