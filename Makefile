@@ -8,6 +8,8 @@ PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 ARGS       ?=
+# pytest-xdist workers for `make test` (auto = one per core, at most 8; 0 = in this process)
+TEST_WORKERS ?= auto
 SWEEP      ?= depth
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
@@ -29,8 +31,8 @@ install: $(STAMP)  ## create/refresh .venv with torch ($(TORCH_SPEC)) and the pr
 train: install  ## train the default model on the built-in data (ARGS="model=lstm_300x1 ...")
 	$(BIN)/python train.py $(ARGS)
 
-test: install  ## fast tests (a few minutes on 2 cores)
-	$(BIN)/python -m pytest -q $(ARGS)
+test: install  ## fast tests (a few minutes on 2 cores), one worker per core
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses=8 $(ARGS)
 
 test-slow: install  ## the long end-to-end tests only
 	$(BIN)/python -m pytest -q -m slow $(ARGS)

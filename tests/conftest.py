@@ -17,6 +17,11 @@ from audiolstm import PROJECT_ROOT
 from audiolstm.config import register_configs
 
 ROOT = PROJECT_ROOT
+
+# `make test` runs one pytest-xdist worker per core: one torch thread each, so the workers
+# do not oversubscribe the cores (most tests are single-threaded Python anyway)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 CONF = str(PROJECT_ROOT / "conf")
 
 
