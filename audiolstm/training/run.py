@@ -36,6 +36,7 @@ from audiolstm.models.registry import build_model
 from audiolstm.runinfo import METRIC_FIELDS, epoch_curves, now_iso
 from audiolstm.training.callbacks import ReseedEachBatch, check_sample_generation
 from audiolstm.training.device import check_device, configure_cuda, uses_cuda
+from audiolstm.training.lr_decay import check_lr_decay
 from audiolstm.training.precision import apply_precision, check_precision
 from audiolstm.training.resume import (
     AdoptDataModuleState,
@@ -101,6 +102,7 @@ def run(cfg: DictConfig) -> float:
     started_at = now_iso()
     validate_train(cfg)
     check_sample_generation(cfg)  # the sample callback's settings, before any data is read
+    check_lr_decay(cfg)  # its fractions, its budget, no second scheduler
     check_device(cfg)  # trainer=gpu without CUDA: one line, not a Lightning traceback
     check_precision(cfg.trainer)  # a value Lightning does not know, float16 on CPU: one line
     precision = apply_precision(cfg.trainer)  # `auto` -> bf16-mixed or 32-true, logged
