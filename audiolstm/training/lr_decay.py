@@ -98,6 +98,8 @@ class BudgetLRDecay(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         progress = budget_progress(trainer, batch_idx)
+        if trainer.world_size > 1:  # each rank's clock differs: rank 0's rate for all
+            progress = trainer.strategy.broadcast(progress)
         if progress is None:  # check_lr_decay refuses this for train.py's configs
             raise ValueError("BudgetLRDecay needs max_time, max_steps or max_epochs")
         factor = decay_factor(progress, self.decay_from, self.final_ratio)
