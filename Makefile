@@ -34,8 +34,8 @@ train: install  ## train the default model on the built-in data (ARGS="model=lst
 test: install  ## fast tests (a few minutes on 2 cores), one worker per core
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses=8 $(ARGS)
 
-test-slow: install  ## the long end-to-end tests only
-	$(BIN)/python -m pytest -q -m slow $(ARGS)
+test-slow: install  ## the long end-to-end tests only, one worker per core
+	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --maxprocesses=8 $(ARGS)
 
 lint: install  ## ruff
 	$(BIN)/ruff check .

@@ -18,10 +18,15 @@ from audiolstm.config import register_configs
 
 ROOT = PROJECT_ROOT
 
-# `make test` runs one pytest-xdist worker per core: one torch thread each, so the workers
-# do not oversubscribe the cores (most tests are single-threaded Python anyway)
+# `make test` and `make test-slow` run one pytest-xdist worker per core: one torch thread
+# each, so the workers do not oversubscribe the cores (most tests are single-threaded
+# Python anyway). The scripts a test starts (train.py, DDP ranks, sweep jobs) inherit one
+# thread too, unless the caller's environment sets its own: two workers' subprocesses each
+# spinning two OpenMP threads on two cores made the slow suite's longest test 5 x slower.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 CONF = str(PROJECT_ROOT / "conf")
 
 
