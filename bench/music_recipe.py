@@ -1,7 +1,8 @@
 """Judge a music checkpoint as issue 22 asks: 20 s continuations from held-out seeds.
 
     python bench/music_recipe.py CKPT [--split test] [--seeds 4] [--temperature 1.0]
-                                 [--top-p 1.0] [--candidates 1] [--out DIR] [--write]
+                                 [--top-p 1.0] [--candidates 1] [--rank likelihood]
+                                 [--out DIR] [--write]
 
 Runs `generate.py` once per seed (`seed.split`, a random start drawn by `seed.seed` = 0 ..
 seeds - 1; the score's reference is the same split: `reference_split`) and prints one row
@@ -34,6 +35,8 @@ from bench._common import RESULTS, load, machine  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 #: the recipe's targets (issue 22, item 5)
 RMS_LOW, RMS_HIGH, FLATNESS_DB, MIN_SCORE = 0.3, 3.0, 6.0, 0.5
+#: what `--rank score` ranks candidates against: never the split that judges them
+RANK_SPLIT = {"val": "train", "test": "val"}
 
 
 def generate(ckpt: Path, out: Path, split: str, seed: int, args: argparse.Namespace) -> dict:
@@ -46,7 +49,9 @@ def generate(ckpt: Path, out: Path, split: str, seed: int, args: argparse.Namesp
            f"reference_split={split}",
            f"hydra.run.dir={run_dir}"]
     if args.candidates > 1:
-        cmd.append("rank=likelihood")
+        cmd.append(f"rank={args.rank}")
+    if args.candidates > 1 and args.rank == "score":  # never ranked by the split judged
+        cmd.append(f"rank_reference_split={RANK_SPLIT[split]}")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
@@ -80,15 +85,20 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--candidates", type=int, default=1)
+    p.add_argument("--rank", default="likelihood", choices=["likelihood", "score"],
+                   help="how candidates are ranked; score: against the train split for "
+                        "--split val, the val split for --split test")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "music_recipe")
     p.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = p.parse_args()
     if not args.ckpt.is_file():
         raise SystemExit(f"{args.ckpt}: no such checkpoint")
-    out = args.out / f"T{args.temperature}_p{args.top_p}_k{args.candidates}"
+    ranked = f"_{args.rank}" if args.candidates > 1 else ""
+    out = args.out / f"T{args.temperature}_p{args.top_p}_k{args.candidates}{ranked}"
     lines = [f"`{args.ckpt}`, {args.split} seeds 0-{args.seeds - 1}, {args.seconds:g} s each, "
              f"temperature {args.temperature}, top_p {args.top_p}, candidates "
-             f"{args.candidates}; {machine()}; {load()}", "",
+             f"{args.candidates}{ranked.replace('_', ' ranked by ')}; {machine()}; {load()}",
+             "",
              "| seed | score | flatness dB (reference) | silent s | RMS per s / median | "
              "DC / std | partials / frame (reference) | flags | all four met |",
              "|---|---|---|---|---|---|---|---|---|"]

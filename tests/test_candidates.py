@@ -115,38 +115,71 @@ def test_one_candidate_writes_what_it_always_wrote(samplernn_ckpt: Path, tmp_pat
         "generated.json", "generated.png", "generated.wav"]
 
 
-def test_rank_by_score_uses_the_audio_score(gaussian_ckpt: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """rank=score on a frame model (head=gaussian, 3 streams through the frame strategies):
-    every candidate is scored against the one reference and ranked by fewer flags, then
-    that score (a stub score here: the clip's RMS, so the loudest ranks first; the first
-    drawn carries one flag, so it ranks last), and the score's fields land in the
-    metrics. Mutants caught: ranking lowest first, keeping the first drawn, ranking by
-    the score alone (flags ignored)."""
-    clips: list[np.ndarray] = []
+def _stub_scores(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, np.ndarray]]:
+    """Stub references named after their split, and a stub score that differs between
+    them: against val a clip scores its RMS (the first clip scored there carries one flag),
+    against any other reference minus its RMS. Returns every (reference, clip) scored."""
+    scored: list[tuple[str, np.ndarray]] = []
 
     def score_metrics(clip, ref, skipped):
-        assert ref == "ref" and skipped is None
-        clips.append(np.asarray(clip).copy())
+        assert skipped is None
+        first_on_val = ref == "ref-val" and not any(r == "ref-val" for r, _ in scored)
+        scored.append((ref, np.asarray(clip).copy()))
         rms = float(np.sqrt(np.mean(np.square(clip, dtype=np.float64))))
-        flags = int(len(clips) == 1)
-        return types.SimpleNamespace(score=rms), {"audio_score": rms, "audio_rms_stub": rms,
-                                                  "audio_flag_count": flags}
+        value = rms if ref == "ref-val" else -rms
+        return types.SimpleNamespace(score=value), {
+            "audio_score": value, "audio_rms_stub": rms,
+            "audio_flag_count": int(first_on_val), "audio_flags": "x" * first_on_val}
 
     monkeypatch.setattr(pipeline, "generation_reference",
-                        lambda req, path, state, seconds, dm, split: ("ref", None, "stub"))
+                        lambda req, path, state, seconds, dm, split:
+                        (f"ref-{split}", None, f"stub {split}"))
     monkeypatch.setattr(pipeline, "score_metrics", score_metrics)
     monkeypatch.setattr(pipeline, "summary_line", lambda score: "stub score")
+    return scored
+
+
+def test_rank_by_score_ranks_against_val_and_reports_test(gaussian_ckpt: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """rank=score on a frame model (head=gaussian, 3 streams through the frame strategies):
+    every candidate is scored against the reported reference (the test split) and, to rank
+    it, against `rank_reference_split` (val by default), and ranked by fewer flags, then
+    that score (stubs: against val the loudest ranks first, and the first drawn carries a
+    flag, so it ranks last; against test the order would be the reverse). Mutants caught:
+    ranking by the reported (test) score, ranking lowest first, keeping the first drawn,
+    ranking by the score alone (flags ignored)."""
+    scored = _stub_scores(monkeypatch)
     out = tmp_path / "g"
     record = _generate(gaussian_ckpt, out, "candidates=3", "keep=1", "rank=score",
                        "strategy=refeed")
-    rms = [float(np.sqrt(np.mean(np.square(c, dtype=np.float64)))) for c in clips]
-    assert len(rms) == 3 and len(set(rms)) == 3
-    expected = [*sorted(rms[1:], reverse=True), rms[0]]  # the flagged first draw last
-    assert [row["audio_score"] for row in record["candidates"]] == expected
-    assert record["metrics"]["audio_rms_stub"] == max(rms[1:])
+    test_clips = [c for r, c in scored if r == "ref-test"]
+    val_clips = [c for r, c in scored if r == "ref-val"]
+    assert len(test_clips) == len(val_clips) == 3 and len(scored) == 6
+    rms = [float(np.sqrt(np.mean(np.square(c, dtype=np.float64)))) for c in val_clips]
+    assert len(set(rms)) == 3
+    order = [*sorted(range(1, 3), key=lambda i: -rms[i]), 0]  # the flagged first draw last
+    assert [row["candidate"] for row in record["candidates"]] == order
+    assert [row["rank_audio_score"] for row in record["candidates"]] == [rms[i] for i in order]
+    assert [row["audio_score"] for row in record["candidates"]] == [-rms[i] for i in order]
+    assert record["metrics"]["audio_score"] == -rms[order[0]]  # reported against test
+    assert record["settings"]["rank_reference"] == "stub val"
     audio, _ = sf.read(out / "generated.wav", dtype="float32")
-    np.testing.assert_array_equal(audio[-800:], clips[1 + int(np.argmax(rms[1:]))])
+    np.testing.assert_array_equal(audio[-800:], val_clips[order[0]])
+
+
+def test_rank_reference_null_ranks_against_the_reported_reference(
+        gaussian_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rank_reference_split=null: each candidate is scored once, against the reported
+    reference, and ranked by that score (the loudest-negative, i.e. quietest, first)."""
+    scored = _stub_scores(monkeypatch)
+    record = _generate(gaussian_ckpt, tmp_path / "g", "candidates=3", "rank=score",
+                       "rank_reference_split=null", "strategy=refeed")
+    assert [r for r, _ in scored] == ["ref-test"] * 3
+    values = [row["audio_score"] for row in record["candidates"]]
+    assert values == sorted(values, reverse=True)
+    assert values == [row["rank_audio_score"] for row in record["candidates"]]
+    assert record["settings"]["rank_reference"] == "stub test"
 
 
 @pytest.mark.parametrize("strategy", ["stateful", "refeed"])
@@ -194,6 +227,11 @@ def test_rank_order_is_highest_first_stable_nan_last() -> None:
     ("mse", ["candidates=2"], "candidates=2 would be 2 identical"),
     ("mse", ["candidates=2", "feedback_noise=0.1"], "rank=likelihood needs a model with a"),
     ("samplernn", ["candidates=2", "rank=score", "score=false"], "rank=score needs the audio score"),
+    ("samplernn", ["candidates=2", "rank=score", "rank_reference_split=dev"],
+     "rank_reference_split='dev' is not one of"),
+    ("samplernn", ["candidates=2", "rank_reference_split=test"],
+     "rank_reference_split=test has no effect"),
+    ("samplernn", ["rank_reference_split=null"], "rank_reference_split=null has no effect"),
 ])
 def test_bad_controls_are_one_line_naming_the_field(request, tmp_path: Path, monkeypatch,
                                                     ckpt: str, overrides: list[str],

@@ -250,6 +250,9 @@ def run(cfg) -> dict[str, Any]:
     if reference_split != "test" and (cfg.reference or not score_req.enabled):
         why = f"reference={cfg.reference} is a file" if cfg.reference else "score=false"
         raise UserError(f"reference_split={reference_split} has no effect: {why}")
+    rank_split = cfg.get("rank_reference_split", "val")
+    if rank_split is not None:
+        one_of(rank_split, ("val", "test", "train"), "rank_reference_split")
     device = _device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt_path, "ckpt_path", map_location=str(device))
     check_temperature(cfg.temperature, "temperature", UserError)
@@ -257,6 +260,11 @@ def run(cfg) -> dict[str, Any]:
         raise UserError(f"feedback_noise={cfg.feedback_noise!r} must be >= 0")
     controls = check_controls(cfg.top_p, cfg.candidates, cfg.keep, cfg.rank, cfg.temperature,
                               cfg.feedback_noise, model)
+    ranks_by_score = controls.rank == "score" and controls.candidates > 1
+    if rank_split != "val" and not ranks_by_score:
+        shown = "null" if rank_split is None else rank_split
+        raise UserError(f"rank_reference_split={shown} has no effect: it is what "
+                        "rank=score ranks candidates against (candidates > 1)")
     state = model.data_state
     frame_settings = {k: cfg[k] for k in FRAME_ONLY}
     # before any audio is read: a setting this model does not read is refused
@@ -282,8 +290,16 @@ def run(cfg) -> dict[str, Any]:
     # before generating: a reference that cannot score stops the job now, not after it
     reference, score_skipped, reference_source = generation_reference(
         score_req, cfg.reference, state, cfg.seconds, datamodule, reference_split)
-    if controls.rank == "score" and controls.candidates > 1 and reference is None:
-        raise UserError(f"rank=score needs the audio score, which is off here: {score_skipped}")
+    rank_reference, rank_source = None, None
+    if ranks_by_score:
+        rank_reference, rank_skipped, rank_source = (
+            (reference, score_skipped, reference_source)
+            if rank_split is None or (rank_split == reference_split and not cfg.reference)
+            else generation_reference(score_req, None, state, cfg.seconds, datamodule,
+                                      rank_split))
+        if rank_reference is None:
+            raise UserError(f"rank=score needs the audio score, which is off here: "
+                            f"{rank_skipped}")
 
     sampling = Sampling(cfg.temperature, cfg.feedback_noise,
                         torch.Generator(device=device).manual_seed(int(s.seed)), controls.top_p)
@@ -298,6 +314,11 @@ def run(cfg) -> dict[str, Any]:
         score, numbers = score_metrics(c.generated, reference, score_skipped)
         c.metrics |= numbers
         scores.append(score)
+        if rank_reference is not None:  # and, to rank it, against the rank's reference
+            ranked = (numbers if rank_reference is reference
+                      else score_metrics(c.generated, rank_reference, None)[1])
+            c.metrics |= {f"rank_{k}": ranked[k]
+                          for k in ("audio_score", "audio_flag_count", "audio_flags")}
     order = _rank(conts, controls)
     cont, score = conts[order[0]], scores[order[0]]
     settings = {
@@ -309,6 +330,8 @@ def run(cfg) -> dict[str, Any]:
         "score_settings": asdict(score_req.settings),
     }
     settings |= controls.settings()
+    if rank_source is not None:
+        settings["rank_reference"] = rank_source
     out_dir = Path(cfg.paths.output_dir)
     record = _write_kept(conts, order, controls, out_dir, settings)
     m = cont.metrics
@@ -326,9 +349,10 @@ def _rank(conts: list[Continuation], controls: Controls) -> list[int]:
     audio score already in each candidate's metrics, or its mean log-likelihood."""
     if len(conts) == 1:
         return [0]
-    if controls.rank == "score":  # fewer flags first, then the score (AudioScore.rank_key)
-        return rank_order([c.metrics["audio_score"] for c in conts],
-                          [c.metrics["audio_flag_count"] for c in conts])
+    if controls.rank == "score":  # fewer flags first, then the score (AudioScore.rank_key),
+        # both against the rank's reference (rank_reference_split), not the one reported
+        return rank_order([c.metrics["rank_audio_score"] for c in conts],
+                          [c.metrics["rank_audio_flag_count"] for c in conts])
     return rank_order([c.log_likelihood for c in conts])
 
 
@@ -339,11 +363,14 @@ def _write_kept(conts: list[Continuation], order: list[int], controls: Controls,
     one continuation: generated.* alone, as ever. Returns the best one's record."""
     if len(conts) == 1:
         return write_outputs(conts[0], out_dir, "generated", settings)
-    key = "log_likelihood" if controls.rank == "likelihood" else "audio_score"
+    keys = (["log_likelihood"] if controls.rank == "likelihood"
+            else ["rank_audio_score", "rank_audio_flags"])
     stems = {i: "generated" if r == 0 else f"generated_{r + 1}"
              for r, i in enumerate(order[: controls.keep])}
-    table = [{"candidate": i, "rank": r + 1, key: conts[i].metrics.get(key),
-              "wav": f"{stems[i]}.wav" if i in stems else None} for r, i in enumerate(order)]
+    table = [{"candidate": i, "rank": r + 1}
+             | {k: conts[i].metrics.get(k) for k in [*keys, "audio_score"]}
+             | {"wav": f"{stems[i]}.wav" if i in stems else None}
+             for r, i in enumerate(order)]
     records = []
     for r, i in enumerate(order[: controls.keep]):
         conts[i].metrics |= {"candidate": i, "candidate_rank": r + 1}
