@@ -21,9 +21,12 @@ Ranks (`rank=`), higher first:
   frame models with `head=gaussian` (a density of the normalised values) or
   `head=logistic_mixture` (the probability of each value's cell).
 - `score`: `audiolstm.evaluation.audio_score.score_clip` of the generated audio against
-  held-out real audio (the checkpoint's test split, or `reference=PATH`): 1 ≈ as real
-  as real audio, 0 ≈ shaped noise; every candidate is scored whenever the score runs
-  (`score=auto|true`), and `rank=score` refuses to start when it cannot.
+  held-out real audio: 1 ≈ as real as real audio, 0 ≈ shaped noise. Ranked against
+  `rank_reference_split` (the checkpoint's val split by default), reported against the
+  test split (or `reference=PATH`): a clip chosen by the very score it reports would
+  report that score biased upwards, as a model chosen on its test loss does. Every
+  candidate is scored whenever the score runs (`score=auto|true`), and `rank=score`
+  refuses to start when it cannot.
 """
 
 from __future__ import annotations
