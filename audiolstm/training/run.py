@@ -18,9 +18,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from audiolstm.atomic import write_json
@@ -73,6 +73,25 @@ def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None) -> list[
     return loggers
 
 
+def check_weight_averaging(cfg: DictConfig) -> None:
+    """Refuse Lightning's `WeightAveraging` (EMA/SWA) callbacks, before any data is read.
+    Its checkpoints hold the averaged weights as `state_dict` (what generate.py and
+    report.py load) and the raw ones as `current_model_state`, which its
+    `on_load_checkpoint` puts back into the module when the test after training loads the
+    best checkpoint: the test numbers would be the raw model's, the audio the averaged
+    one's (found in issue 22, Lightning 2.6)."""
+    for name, node in (cfg.get("callbacks") or {}).items():
+        target = node.get("_target_") if node else None
+        try:
+            cls = get_class(target) if target else None
+        except Exception:  # noqa: BLE001 - a bad target is instantiate's error to report
+            continue
+        if isinstance(cls, type) and issubclass(cls, WeightAveraging):
+            raise UserError(
+                f"callbacks.{name}: {target} is not supported: the test after training "
+                "would score the checkpoint's raw weights and generate.py its averaged ones")
+
+
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
     callbacks.append(ReseedEachBatch(cfg.seed))
@@ -103,6 +122,7 @@ def run(cfg: DictConfig) -> float:
     validate_train(cfg)
     check_sample_generation(cfg)  # the sample callback's settings, before any data is read
     check_lr_decay(cfg)  # its fractions, its budget, no second scheduler
+    check_weight_averaging(cfg)  # EMA/SWA would test one model and generate another
     check_device(cfg)  # trainer=gpu without CUDA: one line, not a Lightning traceback
     check_precision(cfg.trainer)  # a value Lightning does not know, float16 on CPU: one line
     precision = apply_precision(cfg.trainer)  # `auto` -> bf16-mixed or 32-true, logged
