@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,28 @@ def _jobs(env: dict[str, str], array_id: str) -> list[dict[str, str]]:
     return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line]
 
 
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING"}
+SETTLE_TIMEOUT_S = 120
+
+
+def _ended_jobs(env: dict[str, str], array_id: str) -> list[dict[str, str]]:
+    """`_jobs` once no task is still active, waiting up to SETTLE_TIMEOUT_S.
+
+    submitit returns as soon as a task has written its result pickle, while SLURM still
+    shows the task RUNNING until its Python exits and the step is torn down: a moment on
+    an idle host, seconds on a loaded one (CI failed on exactly that race). The wait ends
+    on SLURM's own final state, so a task that never ends still fails the test.
+    """
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        jobs = _jobs(env, array_id)
+        if not any(j.get("JobState") in ACTIVE_STATES for j in jobs):
+            return jobs
+        if time.monotonic() > deadline:
+            return jobs  # the state assertions below report the task still active
+        time.sleep(1.0)
+
+
 @pytest.mark.slow
 def test_depth_sweep_on_slurm(slurm: dict[str, str], tmp_path: Path) -> None:
     """Three runs as one SLURM array, CPU-sized; every run completes and is reported.
@@ -88,7 +111,7 @@ def test_depth_sweep_on_slurm(slurm: dict[str, str], tmp_path: Path) -> None:
     # SLURM's view: one array of three tasks, all completed, as the launcher asked.
     task_dirs = [re.fullmatch(r"(\d+)_\d+", d.name) for d in (tmp_path / ".submitit").iterdir()]
     (array_id,) = {m.group(1) for m in task_dirs if m}
-    tasks = sorted(_jobs(slurm, array_id), key=lambda j: int(j["ArrayTaskId"]))
+    tasks = sorted(_ended_jobs(slurm, array_id), key=lambda j: int(j["ArrayTaskId"]))
     assert [j["ArrayTaskId"] for j in tasks] == ["0", "1", "2"]
     for job in tasks:
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
