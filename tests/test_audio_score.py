@@ -352,6 +352,17 @@ def test_a_flagged_clip_never_outranks_a_clean_one(data, refs) -> None:
     assert dataclasses.replace(real, score=0.1).rank_key < real.rank_key
     looped = dataclasses.replace(real, loop=True, score=real.score + 1.0)
     assert looped.flag_count == 1 and looped.rank_key < real.rank_key
+    # equally flagged noise: the less noise-like first, whatever the scores (the score
+    # is blind to noise); unflagged clips have no noise excess, so the score decides
+    assert real.noise_excess_db == 0.0 and white.noise_excess_db == pytest.approx(
+        white.flatness_db - white.flatness_ref_db)
+    dull_noise = dataclasses.replace(white, flatness_db=white.flatness_ref_db + 7.0,
+                                     score=white.score - 1.0)
+    assert dull_noise.flags == white.flags and dull_noise.noise_excess_db == pytest.approx(7.0)
+    assert white.noise_excess_db > 7.0 and dull_noise.rank_key > white.rank_key
+    assert dataclasses.replace(real, flatness_db=real.flatness_ref_db + 3.0).rank_key == \
+        real.rank_key  # within the tolerance: not noise-like, no excess
+    assert white.to_dict()["audio_noise_excess_db"] == white.noise_excess_db
     assert tuple(real.flags) == S.AudioScore.FLAG_NAMES
 
 

@@ -167,18 +167,24 @@ def test_auto_says_why_there_is_no_score(checkpoint: Path, tmp_path: Path, capsy
 # --------------------------------------------------------------------- sample callback
 
 
-@pytest.mark.parametrize("noisy,best", [((), 2), ((2,), 4)], ids=["clean", "epoch2-noisy"])
+NOISY_DB = {1: 12.0, 2: 15.0, 3: 8.0, 4: 10.0}  # each epoch's flatness over the reference
+
+
+@pytest.mark.parametrize("noisy,best", [((), 2), ((2,), 4), ((1, 2, 3, 4), 3)],
+                         ids=["clean", "epoch2-noisy", "all-noisy"])
 def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path, monkeypatch,
                                                             noisy: tuple[int, ...],
                                                             best: int) -> None:
     """Scores forced to 0.2, 0.9, 0.5, 0.7 for epochs 1-4, every flag off except
-    `noise_like` on the epochs in `noisy`: best-audio.ckpt must hold the best epoch's
-    weights (it regenerates that epoch's sample exactly): epoch 2 when all are clean,
-    epoch 4 when epoch 2 sounds like noise (fewer flags first, then the score);
+    `noise_like` on the epochs in `noisy` (flatness 12, 15, 8, 10 dB over the reference's):
+    best-audio.ckpt must hold the best epoch's weights (it regenerates that epoch's sample
+    exactly): epoch 2 when all are clean, epoch 4 when epoch 2 sounds like noise (fewer
+    flags first, then the score), epoch 3 when all do (then the least noise-like);
     summary.json and metrics.csv name it beside the best-loss checkpoint. Mutants (each
     tried): saving on every sample (epoch 4), keeping the first (epoch 1), comparing with
     the previous sample's score instead of the best (epoch 4), ranking by the score
-    alone (epoch 2 in the noisy case)."""
+    alone (epoch 2 in the noisy cases), ranking equal flags by the score (epoch 2 when
+    all are noisy)."""
     forced = iter([0.2, 0.9, 0.5, 0.7])
     epochs = iter(range(1, 5))
     real = scoring.score_metrics
@@ -188,7 +194,9 @@ def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path, monk
         score, numbers = real(clip, ref, skipped)
         epoch = next(epochs)
         flags = dict.fromkeys(score.FLAG_NAMES, False) | {"noise_like": epoch in noisy}
-        score = dataclasses.replace(score, score=next(forced), **flags)
+        score = dataclasses.replace(score, score=next(forced), **flags,
+                                    flatness_db=score.flatness_ref_db + NOISY_DB[epoch]
+                                    if epoch in noisy else score.flatness_ref_db)
         scores[epoch] = score.score
         return score, numbers | score.to_dict() | {"audio_flags": scoring.flag_text(score)}
 
@@ -230,17 +238,19 @@ def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path, monk
     last = torch.load(out / "checkpoints/last.ckpt", weights_only=False)
     state = next(v for k, v in last["callbacks"].items() if "SampleGeneration" in k)
     assert state == {"best_audio_score": scores[best], "best_audio_epoch": best,
-                     "best_audio_flags": 0, "best_audio_path": summary["ckpt_best_audio"]}
+                     "best_audio_flags": int(best in noisy),
+                     "best_audio_noise_excess_db": NOISY_DB[best] if best in noisy else 0.0,
+                     "best_audio_path": summary["ckpt_best_audio"]}
 
 
 def test_callback_state_survives_a_resume() -> None:
     a = cb.SampleGeneration(keep_best_audio=True)
     a.best_audio_score, a.best_audio_epoch, a.best_audio_path = 0.7, 4, "x/best-audio.ckpt"
-    a.best_audio_flags = 1
+    a.best_audio_flags, a.best_audio_noise_excess_db = 1, 2.5
     b = cb.SampleGeneration(keep_best_audio=True)
     b.load_state_dict(a.state_dict())
-    assert (b.best_audio_score, b.best_audio_epoch, b.best_audio_path,
-            b.best_audio_flags) == (0.7, 4, "x/best-audio.ckpt", 1)
+    assert (b.best_audio_score, b.best_audio_epoch, b.best_audio_path, b.best_audio_flags,
+            b.best_audio_noise_excess_db) == (0.7, 4, "x/best-audio.ckpt", 1, 2.5)
 
 
 # ------------------------------------------------------------------------------ report

@@ -117,19 +117,22 @@ def test_one_candidate_writes_what_it_always_wrote(samplernn_ckpt: Path, tmp_pat
 
 def _stub_scores(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, np.ndarray]]:
     """Stub references named after their split, and a stub score that differs between
-    them: against val a clip scores its RMS (the first clip scored there carries one flag),
-    against any other reference minus its RMS. Returns every (reference, clip) scored."""
+    them: against val a clip scores its RMS, and the first two clips scored there carry
+    one flag each, the first also a noise excess of 2 dB (as a `noise_like` flag would);
+    against any other reference a clip scores minus its RMS, unflagged. Returns every
+    (reference, clip) scored."""
     scored: list[tuple[str, np.ndarray]] = []
 
     def score_metrics(clip, ref, skipped):
         assert skipped is None
-        first_on_val = ref == "ref-val" and not any(r == "ref-val" for r, _ in scored)
+        on_val = sum(r == "ref-val" for r, _ in scored) if ref == "ref-val" else -1
         scored.append((ref, np.asarray(clip).copy()))
         rms = float(np.sqrt(np.mean(np.square(clip, dtype=np.float64))))
         value = rms if ref == "ref-val" else -rms
+        flags = int(on_val in (0, 1))
         return types.SimpleNamespace(score=value), {
-            "audio_score": value, "audio_rms_stub": rms,
-            "audio_flag_count": int(first_on_val), "audio_flags": "x" * first_on_val}
+            "audio_score": value, "audio_rms_stub": rms, "audio_flag_count": flags,
+            "audio_flags": "x" * flags, "audio_noise_excess_db": 2.0 * (on_val == 0)}
 
     monkeypatch.setattr(pipeline, "generation_reference",
                         lambda req, path, state, seconds, dm, split:
@@ -142,23 +145,26 @@ def _stub_scores(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, np.ndarray]
 def test_rank_by_score_ranks_against_val_and_reports_test(gaussian_ckpt: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    """rank=score on a frame model (head=gaussian, 3 streams through the frame strategies):
+    """rank=score on a frame model (head=gaussian, 4 streams through the frame strategies):
     every candidate is scored against the reported reference (the test split) and, to rank
     it, against `rank_reference_split` (val by default), and ranked by fewer flags, then
-    that score (stubs: against val the loudest ranks first, and the first drawn carries a
-    flag, so it ranks last; against test the order would be the reverse). Mutants caught:
-    ranking by the reported (test) score, ranking lowest first, keeping the first drawn,
-    ranking by the score alone (flags ignored)."""
+    the lower noise excess, then that score (stubs: against val the loudest ranks first;
+    the first two drawn carry a flag each, so they rank last, and of them the first also
+    a noise excess, so it ranks behind the second though louder; against test the order
+    would be the reverse). Mutants caught: ranking by the reported (test) score, ranking
+    lowest first, keeping the first drawn, ranking by the score alone (flags ignored),
+    ranking equally flagged clips by the score (noise excess ignored)."""
     scored = _stub_scores(monkeypatch)
     out = tmp_path / "g"
-    record = _generate(gaussian_ckpt, out, "candidates=3", "keep=1", "rank=score",
+    record = _generate(gaussian_ckpt, out, "candidates=4", "keep=1", "rank=score",
                        "strategy=refeed")
     test_clips = [c for r, c in scored if r == "ref-test"]
     val_clips = [c for r, c in scored if r == "ref-val"]
-    assert len(test_clips) == len(val_clips) == 3 and len(scored) == 6
+    assert len(test_clips) == len(val_clips) == 4 and len(scored) == 8
     rms = [float(np.sqrt(np.mean(np.square(c, dtype=np.float64)))) for c in val_clips]
-    assert len(set(rms)) == 3
-    order = [*sorted(range(1, 3), key=lambda i: -rms[i]), 0]  # the flagged first draw last
+    assert len(set(rms)) == 4
+    assert rms[0] > rms[1]  # so ranking the two flagged draws by the score alone would differ
+    order = [*sorted(range(2, 4), key=lambda i: -rms[i]), 1, 0]  # flagged last, noisier last
     assert [row["candidate"] for row in record["candidates"]] == order
     assert [row["rank_audio_score"] for row in record["candidates"]] == [rms[i] for i in order]
     assert [row["audio_score"] for row in record["candidates"]] == [-rms[i] for i in order]
@@ -210,7 +216,11 @@ def test_frame_likelihood_is_the_own_distribution_of_the_drawn_frames(strategy: 
 def test_rank_order_is_highest_first_stable_nan_last() -> None:
     assert rank_order([0.5, 2.0, float("nan"), 2.0, -1.0]) == [1, 3, 0, 4, 2]
     # fewer flags first, whatever the values (AudioScore.rank_key)
-    assert rank_order([0.5, 2.0, float("nan"), 2.0, -1.0], [0, 1, 0, 2, 0]) == [0, 4, 2, 1, 3]
+    assert rank_order([0.5, 2.0, float("nan"), 2.0, -1.0],
+                      [(0,), (1,), (0,), (2,), (0,)]) == [0, 4, 2, 1, 3]
+    # then the lower noise excess, whatever the values
+    assert rank_order([0.5, 2.0, 1.0, 3.0], [(1, 0.0), (1, 4.0), (0, 0.0), (1, 1.5)]) == [
+        2, 0, 3, 1]
 
 
 @pytest.mark.parametrize(("ckpt", "overrides", "message"), [

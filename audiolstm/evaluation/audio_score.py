@@ -678,15 +678,24 @@ class AudioScore:
         return sum(self.flags.values())
 
     @property
-    def rank_key(self) -> tuple[int, float]:
+    def noise_excess_db(self) -> float:
+        """How far a noise-like clip's flatness lies above the reference's (dB); 0 when the
+        clip is not flagged `noise_like` (so among unflagged clips it never decides)."""
+        return self.flatness_db - self.flatness_ref_db if self.noise_like else 0.0
+
+    @property
+    def rank_key(self) -> tuple[int, float, float]:
         """What "better-sounding" means when clips are compared (best-audio.ckpt,
-        `rank=score`): fewer flags first, then the higher score. Why: the FD compares how
-        the spectrum moves, not what it holds, so broadband noise with music's dynamics
-        can score like real audio (measured on the orchestral corpus: a SampleRNN sample
-        at flatness -9 dB against the music's -27 scored 1.06); the flags are what catch
-        it, and a flagged clip must never win over a clean one."""
+        `rank=score`): fewer flags first, then the less noise-like, then the higher score.
+        Why: the FD compares how the spectrum moves, not what it holds, so broadband noise
+        with music's dynamics can score like real audio (measured on the orchestral
+        corpus: a SampleRNN sample at flatness -9 dB against the music's -27 scored 1.06);
+        the flags are what catch it, and a flagged clip must never win over a clean one.
+        Between clips flagged alike the score stays blind in the same way (a -8 dB sample
+        outscored a -19 dB one, 1.18 to 1.07, and was kept), so how far the flatness lies
+        over the reference's comes before it."""
         score = self.score if math.isfinite(self.score) else -math.inf
-        return (-self.flag_count, score)
+        return (-self.flag_count, -self.noise_excess_db, score)
 
     def to_dict(self) -> dict[str, float | int | bool | list[float]]:
         """Flat, JSON/W&B-ready, keys prefixed "audio_" (nan where undefined)."""
@@ -696,6 +705,7 @@ class AudioScore:
         out["audio_rms_min"] = self.rms_min
         out["audio_rms_max"] = self.rms_max
         out["audio_flag_count"] = self.flag_count
+        out["audio_noise_excess_db"] = self.noise_excess_db
         return out
 
 

@@ -117,13 +117,14 @@ def check_controls(top_p: Any, candidates: Any, keep: Any, rank: Any, temperatur
     return Controls(top_p, candidates, keep, rank)
 
 
-def rank_order(values: Sequence[float], flags: Sequence[int] | None = None) -> list[int]:
+def rank_order(values: Sequence[float],
+               demerits: Sequence[tuple[float, ...]] | None = None) -> list[int]:
     """Indices of `values`, the highest first; ties keep the order drawn, NaN last. With
-    `flags` (the audio score's raised-flag counts), fewer flags rank first whatever the
-    values (`AudioScore.rank_key`)."""
-    def key(i: int) -> tuple[int, bool, float, int]:
+    `demerits` (per value, the audio score's raised-flag count and noise excess), the
+    lower demerits rank first whatever the values (`AudioScore.rank_key`)."""
+    def key(i: int) -> tuple[tuple[float, ...], bool, float, int]:
         v = float(values[i])
-        return (0 if flags is None else int(flags[i]), math.isnan(v),
+        return (() if demerits is None else tuple(demerits[i]), math.isnan(v),
                 -v if not math.isnan(v) else 0.0, i)
 
     return sorted(range(len(values)), key=key)

@@ -318,7 +318,8 @@ def run(cfg) -> dict[str, Any]:
             ranked = (numbers if rank_reference is reference
                       else score_metrics(c.generated, rank_reference, None)[1])
             c.metrics |= {f"rank_{k}": ranked[k]
-                          for k in ("audio_score", "audio_flag_count", "audio_flags")}
+                          for k in ("audio_score", "audio_flag_count", "audio_flags",
+                                    "audio_noise_excess_db")}
     order = _rank(conts, controls)
     cont, score = conts[order[0]], scores[order[0]]
     settings = {
@@ -349,10 +350,12 @@ def _rank(conts: list[Continuation], controls: Controls) -> list[int]:
     audio score already in each candidate's metrics, or its mean log-likelihood."""
     if len(conts) == 1:
         return [0]
-    if controls.rank == "score":  # fewer flags first, then the score (AudioScore.rank_key),
-        # both against the rank's reference (rank_reference_split), not the one reported
+    if controls.rank == "score":  # fewer flags, then less noise-like, then the score
+        # (AudioScore.rank_key), against the rank's reference (rank_reference_split), not
+        # the one reported
         return rank_order([c.metrics["rank_audio_score"] for c in conts],
-                          [c.metrics["rank_audio_flag_count"] for c in conts])
+                          [(c.metrics["rank_audio_flag_count"],
+                            c.metrics["rank_audio_noise_excess_db"]) for c in conts])
     return rank_order([c.log_likelihood for c in conts])
 
 
@@ -364,7 +367,7 @@ def _write_kept(conts: list[Continuation], order: list[int], controls: Controls,
     if len(conts) == 1:
         return write_outputs(conts[0], out_dir, "generated", settings)
     keys = (["log_likelihood"] if controls.rank == "likelihood"
-            else ["rank_audio_score", "rank_audio_flags"])
+            else ["rank_audio_score", "rank_audio_flags", "rank_audio_noise_excess_db"])
     stems = {i: "generated" if r == 0 else f"generated_{r + 1}"
              for r, i in enumerate(order[: controls.keep])}
     table = [{"candidate": i, "rank": r + 1}

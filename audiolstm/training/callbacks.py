@@ -151,6 +151,7 @@ class SampleGeneration(Callback):
         self._skipped: str | None = None
         self.best_audio_score = -math.inf
         self.best_audio_flags = len(AudioScore.FLAG_NAMES)  # beaten by any scored sample
+        self.best_audio_noise_excess_db = math.inf
         self.best_audio_epoch: int | None = None
         self.best_audio_path: str | None = None
 
@@ -172,12 +173,15 @@ class SampleGeneration(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"best_audio_score": self.best_audio_score,
                 "best_audio_flags": self.best_audio_flags,
+                "best_audio_noise_excess_db": self.best_audio_noise_excess_db,
                 "best_audio_epoch": self.best_audio_epoch,
                 "best_audio_path": self.best_audio_path}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_audio_score = state_dict.get("best_audio_score", -math.inf)
         self.best_audio_flags = state_dict.get("best_audio_flags", 0)
+        # a checkpoint from before the noise tie-break: its best counts as not noise-like
+        self.best_audio_noise_excess_db = state_dict.get("best_audio_noise_excess_db", 0.0)
         self.best_audio_epoch = state_dict.get("best_audio_epoch")
         self.best_audio_path = state_dict.get("best_audio_path")
 
@@ -225,11 +229,13 @@ class SampleGeneration(Callback):
             pl_module.train(was_training)
         score, numbers = score_metrics(cont.generated, self._reference, self._skipped)
         cont.metrics |= numbers
-        best_key = (-self.best_audio_flags, self.best_audio_score)
-        improved = score is not None and score.rank_key > best_key  # flags first, then score
+        best_key = (-self.best_audio_flags, -self.best_audio_noise_excess_db,
+                    self.best_audio_score)
+        improved = score is not None and score.rank_key > best_key  # AudioScore.rank_key
         if improved:
             self.best_audio_score, self.best_audio_epoch = score.score, epoch
             self.best_audio_flags = score.flag_count
+            self.best_audio_noise_excess_db = score.noise_excess_db
         out_dir = Path(trainer.default_root_dir) / self.dirname
         stem = f"epoch_{epoch:03d}"
         write_outputs(cont, out_dir, stem, {"epoch": epoch, **cont.settings,
