@@ -194,7 +194,8 @@ SAMPLE_KEY = "callbacks.sample_generation"
 
 
 def check_sample_settings(node: Any, key: str = SAMPLE_KEY) -> tuple[str, ScoreSettings]:
-    """The sample callback's audio score settings: mode, thresholds, keep_best_audio."""
+    """The sample callback's audio score settings: mode, thresholds, keep_best_audio,
+    keep_sampled."""
     mode, settings = parse_score_config(node.get("score", "auto"), node.get("score_settings"),
                                         f"{key}.score", f"{key}.score_settings")
     if node.get("keep_best_audio"):
@@ -204,6 +205,9 @@ def check_sample_settings(node: Any, key: str = SAMPLE_KEY) -> tuple[str, ScoreS
         if not node.get("every_n_epochs"):
             raise UserError(f"{key}.keep_best_audio=true needs samples during training "
                             f"({key}.every_n_epochs={node.get('every_n_epochs')!r})")
+    if node.get("keep_sampled") and not node.get("every_n_epochs"):
+        raise UserError(f"{key}.keep_sampled=true needs samples during training "
+                        f"({key}.every_n_epochs={node.get('every_n_epochs')!r})")
     return mode, settings
 
 

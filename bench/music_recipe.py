@@ -1,8 +1,8 @@
 """Judge a music checkpoint as issue 22 asks: 20 s continuations from held-out seeds.
 
-    python bench/music_recipe.py CKPT [--split test] [--seeds 4] [--temperature 1.0]
-                                 [--top-p 1.0] [--candidates 1] [--rank likelihood]
-                                 [--out DIR] [--write]
+    python bench/music_recipe.py CKPT [CKPT ...] [--split test] [--seeds 4]
+                                 [--temperature 1.0] [--top-p 1.0] [--candidates 1]
+                                 [--rank likelihood] [--out DIR] [--write]
 
 Runs `generate.py` once per seed (`seed.split`, a random start drawn by `seed.seed` = 0 ..
 seeds - 1; the score's reference is the same split: `reference_split`) and prints one row
@@ -12,6 +12,13 @@ per continuation against the recipe's four targets:
 - every second's RMS within 0.3-3 x the reference's median second (`audio_rms_per_second`),
 - median spectral flatness within 6 dB of the reference's (`audio_flatness_db`),
 - the normalised score >= 0.5 (`audio_score`: 1 = as real as held-out audio, 0 = shaped noise).
+
+Given several checkpoints (`checkpoints/sampled/*.ckpt` of a run with
+`callbacks.sample_generation.keep_sampled=true`, as `experiment=music` does), it judges each
+on the same seeds and ranks them: most seeds meeting all four targets, then fewer flags
+per seed, then less noise excess, then the median score (`AudioScore.rank_key` over 4 seeds
+instead of the training-time check's one sample). Choose with `--split val`, then judge
+the chosen one alone with `--split test`.
 
 Why a script and not a sweep: the generation settings (temperature, top_p, candidates) are
 chosen on *validation* seeds (`--split val`) and only then reported on test seeds, so the
@@ -75,9 +82,41 @@ def row(seed: int, metrics: dict) -> tuple[str, bool]:
             f"{metrics['audio_flags'] or 'none'} | {'yes' if ok else 'no'} |"), ok
 
 
+def judge(ckpt: Path, args: argparse.Namespace) -> tuple[list[str], tuple]:
+    """One checkpoint on `args.seeds` seeds: its table's lines and its rank key (higher
+    is better: seeds meeting all four, fewer flags, less noise excess, median score)."""
+    ranked = f"_{args.rank}" if args.candidates > 1 else ""
+    out = args.out / f"T{args.temperature}_p{args.top_p}_k{args.candidates}{ranked}"
+    if len(args.ckpt) > 1:  # one folder per checkpoint
+        out = out / ckpt.stem
+    lines = [f"`{ckpt}`, {args.split} seeds 0-{args.seeds - 1}, {args.seconds:g} s each, "
+             f"temperature {args.temperature}, top_p {args.top_p}, candidates "
+             f"{args.candidates}{ranked.replace('_', ' ranked by ')}; {machine()}; {load()}",
+             "",
+             "| seed | score | flatness dB (reference) | silent s | RMS per s / median | "
+             "DC / std | partials / frame (reference) | flags | all four met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    scores, flags, excess, met = [], [], [], 0
+    for seed in range(args.seeds):
+        metrics = generate(ckpt.resolve(), out, args.split, seed, args)["metrics"]
+        text, ok = row(seed, metrics)
+        lines.append(text)
+        scores.append(metrics["audio_score"])
+        flags.append(metrics["audio_flag_count"])
+        excess.append(metrics.get("audio_noise_excess_db", 0.0))
+        met += ok
+        print(text, flush=True)
+    median = statistics.median(scores)
+    lines += ["", f"median score {median:.2f}; all four targets met by "
+              f"{met} of {args.seeds}; files in {out}"]
+    print("\n".join(lines), flush=True)
+    return lines, (met, -statistics.mean(flags), -statistics.mean(excess), median)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("ckpt", type=Path)
+    p.add_argument("ckpt", type=Path, nargs="+",
+                   help="one checkpoint, or several to rank on the same seeds")
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--seconds", type=float, default=20.0)
@@ -91,31 +130,24 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "music_recipe")
     p.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = p.parse_args()
-    if not args.ckpt.is_file():
-        raise SystemExit(f"{args.ckpt}: no such checkpoint")
-    ranked = f"_{args.rank}" if args.candidates > 1 else ""
-    out = args.out / f"T{args.temperature}_p{args.top_p}_k{args.candidates}{ranked}"
-    lines = [f"`{args.ckpt}`, {args.split} seeds 0-{args.seeds - 1}, {args.seconds:g} s each, "
-             f"temperature {args.temperature}, top_p {args.top_p}, candidates "
-             f"{args.candidates}{ranked.replace('_', ' ranked by ')}; {machine()}; {load()}",
-             "",
-             "| seed | score | flatness dB (reference) | silent s | RMS per s / median | "
-             "DC / std | partials / frame (reference) | flags | all four met |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    scores, met = [], 0
-    for seed in range(args.seeds):
-        metrics = generate(args.ckpt.resolve(), out, args.split, seed, args)["metrics"]
-        text, ok = row(seed, metrics)
-        lines.append(text)
-        scores.append(metrics["audio_score"])
-        met += ok
-        print(text, flush=True)
-    lines += ["", f"median score {statistics.median(scores):.2f}; all four targets met by "
-              f"{met} of {args.seeds}; files in {out}"]
-    print("\n".join(lines))
+    for ckpt in args.ckpt:
+        if not ckpt.is_file():
+            raise SystemExit(f"{ckpt}: no such checkpoint")
+    lines, keys = [], {}
+    for ckpt in args.ckpt:
+        table, keys[ckpt] = judge(ckpt, args)
+        lines += [*table, ""]
+    if len(args.ckpt) > 1:
+        order = sorted(args.ckpt, key=lambda c: keys[c], reverse=True)
+        lines += ["| checkpoint | seeds meeting all four | flags per seed | noise excess dB "
+                  "| median score |", "|---|---|---|---|---|"]
+        lines += [f"| `{c.name}` | {keys[c][0]} of {args.seeds} | {-keys[c][1]:.2f} | "
+                  f"{-keys[c][2]:.1f} | {keys[c][3]:.2f} |" for c in order]
+        lines += ["", f"chosen on {args.split}: `{order[0]}`"]
+        print("\n".join(lines[-len(order) - 4:]))
     if args.write:
         with RESULTS.open("a") as f:
-            f.write("\n#### music_recipe.py\n\n" + "\n".join(lines) + "\n")
+            f.write("\n#### music_recipe.py\n\n" + "\n".join(lines).rstrip() + "\n")
 
 
 if __name__ == "__main__":

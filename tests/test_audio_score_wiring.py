@@ -40,7 +40,7 @@ def test_yaml_thresholds_are_the_dataclass_defaults() -> None:
     assert dict(gen.score_settings) == want and gen.score == "auto" and gen.reference is None
     node = train.callbacks.sample_generation
     assert dict(node.score_settings) == want and node.score == "auto"
-    assert node.keep_best_audio is False
+    assert node.keep_best_audio is False and node.keep_sampled is False
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -59,6 +59,9 @@ def test_yaml_thresholds_are_the_dataclass_defaults() -> None:
     (["callbacks.sample_generation.every_n_epochs=0",
       "callbacks.sample_generation.keep_best_audio=true"],
      "callbacks.sample_generation.keep_best_audio=true needs samples during training"),
+    (["callbacks.sample_generation.every_n_epochs=0",
+      "callbacks.sample_generation.keep_sampled=true"],
+     "callbacks.sample_generation.keep_sampled=true needs samples during training"),
 ])
 def test_bad_sample_score_settings_stop_before_any_data(overrides: list[str], message: str
                                                         ) -> None:
@@ -205,7 +208,7 @@ def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path, monk
     sample = "callbacks.sample_generation"
     run(compose_cfg([*TINY, "data.synth_seconds=120", "trainer.max_epochs=4",
                      f"{sample}.seconds=4", f"{sample}.seed_seconds=1",
-                     f"{sample}.keep_best_audio=true"], out))
+                     f"{sample}.keep_best_audio=true", f"{sample}.keep_sampled=true"], out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_audio_score"] == scores[best] and summary["best_audio_epoch"] == best
     assert summary["ckpt_best_audio"] == str(out / "checkpoints" / "best-audio.ckpt")
@@ -225,16 +228,27 @@ def test_best_audio_checkpoint_holds_the_best_scoring_epoch(tmp_path: Path, monk
     from audiolstm.generation.strategies import Sampling
     from audiolstm.models.checkpoints import model_from_checkpoint
 
-    model = model_from_checkpoint(out / "checkpoints" / "best-audio.ckpt")
-    model.eval()
-    dm = AudioDataModule.from_data_state(model.data_state)
-    dm.setup()
-    wav, _ = sf.read(out / f"samples/epoch_{best:03d}.wav", dtype="float32")
-    seed = wav[:SR]
-    with torch.no_grad():
-        cont = continue_audio(model, model.data_state, seed, "val", 4.0,
-                              sampling=Sampling(1.0, 0.0, torch.Generator().manual_seed(best)))
-    np.testing.assert_allclose(cont.audio, wav, atol=1e-5)
+    def regenerates(ckpt: Path, epoch: int) -> None:
+        """The checkpoint's weights give exactly that epoch's sample."""
+        model = model_from_checkpoint(ckpt)
+        model.eval()
+        dm = AudioDataModule.from_data_state(model.data_state)
+        dm.setup()
+        wav, _ = sf.read(out / f"samples/epoch_{epoch:03d}.wav", dtype="float32")
+        with torch.no_grad():
+            cont = continue_audio(model, model.data_state, wav[:SR], "val", 4.0, sampling=Sampling(
+                1.0, 0.0, torch.Generator().manual_seed(epoch)))
+        np.testing.assert_allclose(cont.audio, wav, atol=1e-5)
+
+    regenerates(out / "checkpoints" / "best-audio.ckpt", best)
+    # keep_sampled: the weights behind every sample, named as the sample, weights only
+    sampled = out / "checkpoints" / "sampled"
+    assert sorted(p.name for p in sampled.iterdir()) == [f"epoch_{e:03d}.ckpt" for e in (1, 2, 3, 4)]
+    if not noisy:  # once is enough: each regenerates its own sample (not the best's)
+        for epoch in (1, 3, 4):
+            regenerates(sampled / f"epoch_{epoch:03d}.ckpt", epoch)
+        assert "optimizer_states" not in torch.load(sampled / "epoch_001.ckpt",
+                                                    weights_only=False)
     last = torch.load(out / "checkpoints/last.ckpt", weights_only=False)
     state = next(v for k, v in last["callbacks"].items() if "SampleGeneration" in k)
     assert state == {"best_audio_score": scores[best], "best_audio_epoch": best,
@@ -312,13 +326,15 @@ def test_best_audio_checkpoint_under_ddp(tmp_path: Path) -> None:
     sample = "callbacks.sample_generation"
     res = run_script("train.py", *TINY, "data.synth_seconds=120", "trainer=ddp_cpu",
                      f"{sample}.seconds=4", f"{sample}.seed_seconds=1",
-                     f"{sample}.keep_best_audio=true", f"hydra.run.dir={out}", timeout=600)
+                     f"{sample}.keep_best_audio=true", f"{sample}.keep_sampled=true",
+                     f"hydra.run.dir={out}", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ckpt_best_audio"] == str(out / "checkpoints" / "best-audio.ckpt")
     assert (out / "checkpoints" / "best-audio.ckpt").is_file()
     assert summary["best_audio_epoch"] in (1, 2)
-    assert not list((out / "checkpoints").glob(".*.tmp"))  # no temp file left behind
+    assert len(list((out / "checkpoints" / "sampled").glob("epoch_*.ckpt"))) >= 1
+    assert not list((out / "checkpoints").rglob(".*.tmp"))  # no temp file left behind
 
 
 def test_sample_callback_draws_with_its_top_p(tmp_path: Path, monkeypatch) -> None:

@@ -111,6 +111,14 @@ def check_sample_generation(cfg: Any) -> None:
 
 #: what keep_best_audio writes beside the best-loss checkpoint
 BEST_AUDIO_CKPT = "best-audio.ckpt"
+#: where keep_sampled keeps the weights of every sample (epoch_XXX.ckpt, as the sample)
+SAMPLED_CKPT_DIR = "sampled"
+
+
+def _checkpoint_dir(trainer: pl.Trainer) -> Path:
+    """The checkpoint callback's folder (run_dir/checkpoints when it names none)."""
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    return Path(folder or Path(trainer.default_root_dir) / "checkpoints")
 
 
 class SampleGeneration(Callback):
@@ -131,7 +139,7 @@ class SampleGeneration(Callback):
                  temperature: float = 1.0, feedback_noise: float = 0.0, top_p: float = 1.0,
                  dirname: str = "samples", score: str | bool = "auto",
                  score_settings: Mapping[str, Any] | None = None,
-                 keep_best_audio: bool = False) -> None:
+                 keep_best_audio: bool = False, keep_sampled: bool = False) -> None:
         self.temperature = temperature
         self.top_p = check_top_p(top_p)
         self.feedback_noise = feedback_noise
@@ -143,9 +151,11 @@ class SampleGeneration(Callback):
         self.dirname = dirname
         self.score = ScoreRequest(*check_sample_settings(
             {"score": score, "score_settings": dict(score_settings or {}),
-             "keep_best_audio": keep_best_audio, "every_n_epochs": every_n_epochs}),
+             "keep_best_audio": keep_best_audio, "keep_sampled": keep_sampled,
+             "every_n_epochs": every_n_epochs}),
             f"{SAMPLE_KEY}.score")
         self.keep_best_audio = keep_best_audio
+        self.keep_sampled = keep_sampled
         self._last_epoch = -1
         self._reference: AudioReference | None = None
         self._skipped: str | None = None
@@ -206,6 +216,10 @@ class SampleGeneration(Callback):
             improved = self._generate(trainer, pl_module, epoch)
         if self.keep_best_audio and trainer.strategy.broadcast(improved, src=0):
             self._save_best(trainer)  # every rank: saving a checkpoint is collective
+        if self.keep_sampled:
+            # weights only (a third of the size with Adam's state): for generation and
+            # judging, not for resuming
+            self._save_atomic(trainer, self._sampled_path(trainer, epoch), weights_only=True)
 
     def _generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bool:
         """Generate, write, score and log one sample; True when it is the best-scoring yet."""
@@ -267,16 +281,25 @@ class SampleGeneration(Callback):
 
     @staticmethod
     def _best_path(trainer: pl.Trainer) -> Path:
-        ckpt = trainer.checkpoint_callback
-        folder = getattr(ckpt, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
-        return Path(folder) / BEST_AUDIO_CKPT
+        return _checkpoint_dir(trainer) / BEST_AUDIO_CKPT
+
+    @staticmethod
+    def _sampled_path(trainer: pl.Trainer, epoch: int) -> Path:
+        """checkpoints/sampled/epoch_XXX.ckpt: the weights behind samples/epoch_XXX.*"""
+        return _checkpoint_dir(trainer) / SAMPLED_CKPT_DIR / f"epoch_{epoch:03d}.ckpt"
 
     def _save_best(self, trainer: pl.Trainer) -> None:
-        """checkpoints/best-audio.ckpt, written whole or not at all (temp file + rename)."""
-        final = self._best_path(trainer)
+        """checkpoints/best-audio.ckpt."""
+        if self._save_atomic(trainer, self._best_path(trainer)):
+            self.best_audio_path = str(self._best_path(trainer))
+
+    @staticmethod
+    def _save_atomic(trainer: pl.Trainer, final: Path, weights_only: bool = False) -> bool:
+        """A checkpoint written whole or not at all (temp file + rename); collective, so
+        every rank calls it. True on the rank that wrote it."""
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(final)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=weights_only)
         if trainer.is_global_zero:
             os.replace(tmp, final)
-            self.best_audio_path = str(final)
+        return trainer.is_global_zero
