@@ -354,3 +354,5 @@ def test_sample_callback_draws_with_its_top_p(tmp_path: Path, monkeypatch) -> No
                      f"{sample}.top_p=0.7",
                      f"{sample}.temperature=0.9", f"{sample}.score=false"], tmp_path / "run"))
     assert seen and all(s.top_p == 0.7 and s.temperature == 0.9 for s in seen)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert checkpoints.is_dir() and not (checkpoints / "sampled").exists()  # keep_sampled off
