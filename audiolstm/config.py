@@ -9,6 +9,7 @@ is built.
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -87,6 +88,8 @@ class TrainConfig:
     init_from: str | None = None
     test: bool = True
     ridge_baseline: bool = True
+    # its penalty: null = chosen on the validation split (evaluation/baselines.py), or fixed
+    ridge_alpha: float | None = None
     optimized_metric: str = "val/loss"
     # CUDA runs: highest (full float32) | high (TF32 matmuls and cuDNN RNNs) | medium
     float32_matmul_precision: str = "high"
@@ -211,6 +214,18 @@ def check_sample_settings(node: Any, key: str = SAMPLE_KEY) -> tuple[str, ScoreS
     return mode, settings
 
 
+def validate_ridge(cfg: DictConfig) -> None:
+    """`ridge_alpha`: a penalty >= 0, read only when the run fits the ridge baseline."""
+    alpha = cfg.get("ridge_alpha")
+    if alpha is None:
+        return
+    if not math.isfinite(alpha) or alpha < 0:
+        raise UserError(f"ridge_alpha={alpha!r} must be a finite penalty >= 0 (or null: "
+                        "chosen on the validation split)")
+    if not cfg.ridge_baseline:
+        raise UserError(f"ridge_alpha={alpha!r} is read only with ridge_baseline=true")
+
+
 def validate_linear_ar(cfg: DictConfig) -> None:
     """`model.linear_ar=ridge|ridge_fixed` starts from the ridge baseline's fit: the run
     must make it."""
@@ -235,6 +250,7 @@ def validate_train(cfg: DictConfig) -> None:
     validate_repr(cfg.repr)
     validate_model(cfg.model)
     validate_likelihood(cfg)
+    validate_ridge(cfg)
     validate_linear_ar(cfg)
     if cfg.ckpt_path and cfg.init_from:
         raise UserError("ckpt_path and init_from are exclusive: resume OR warm-start, not both")

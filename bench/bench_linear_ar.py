@@ -150,7 +150,8 @@ def rank_section() -> str:
                          to_container(cfg.repr), seed=cfg.seed)
     dm.prepare_data()
     dm.setup("fit")
-    w, b = fit_ridge_baseline(dm.train_frame_pairs())
+    fit = fit_ridge_baseline(dm.train_frame_pairs(), None, dm.val_frame_pairs())
+    w, b = fit.w, fit.b
     x, y = [], []
     for batch in dm.val_dataloader():
         x.append(batch[:, :-1].reshape(-1, D))

@@ -59,7 +59,9 @@ def main() -> None:
                          to_container(cfg.repr), seed=cfg.seed)
     dm.setup()
     model = model_from_checkpoint(found[-1])
-    model.fit_ridge(dm.train_frame_pairs)
+    # the run's own penalty rule: chosen on val (ridge_alpha null), fixed, or 1 (older runs)
+    alpha = cfg.ridge_alpha if "ridge_alpha" in cfg else 1.0
+    model.fit_ridge(dm.train_frame_pairs, alpha, dm.val_frame_pairs)
     print(f"{found[-1]}")
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         mine, ridge = ratios(model, loader)

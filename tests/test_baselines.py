@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from audiolstm.evaluation.baselines import (
+    RIDGE_RELATIVE_ALPHAS,
     RidgeAccumulator,
+    choose_ridge,
     copy_overlap_mse,
     copy_overlap_predict,
+    fit_ridge_baseline,
     new_sample_mse,
     ridge_predict,
 )
@@ -125,6 +128,72 @@ def test_ridge_predict_numpy_and_tensor() -> None:
     out = ridge_predict(torch.from_numpy(x).float(), w, b)
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+
+
+# ------------------------------------------------------- the penalty chosen on validation
+
+
+def _naive_choice(xt, yt, xv, yv):
+    """Each penalty fitted by the augmented normal equations, scored by predicting val."""
+    xc = xt - xt.mean(0)
+    unit = np.trace(xc.T @ xc) / xt.shape[1]
+    errors, fits = {}, {}
+    for rel in RIDGE_RELATIVE_ALPHAS:
+        a = rel * unit
+        aug = np.hstack([xt, np.ones((len(xt), 1))])
+        pen = a * np.eye(aug.shape[1])
+        pen[-1, -1] = 0.0  # the intercept is not penalised
+        wb = np.linalg.solve(aug.T @ aug + pen, aug.T @ yt)
+        fits[a] = (wb[:-1], wb[-1])
+        errors[a] = float(np.mean((xv @ wb[:-1] + wb[-1] - yv) ** 2))
+    best = min(errors, key=errors.get)
+    return best, fits[best], errors
+
+
+@pytest.mark.parametrize("noise,n_train", [(0.0, 200), (3.0, 14)])
+def test_choose_ridge_equals_fitting_and_scoring_every_penalty(noise: float,
+                                                               n_train: int) -> None:
+    """Known answers both ways: noiseless data with many rows wants the weakest penalty;
+    14 noisy rows for 10 inputs want a strong one (a fixed alpha or the wrong end of the
+    grid fails one case); the choice, its fit and every error equal the naive loop."""
+    rng = np.random.default_rng(7)
+    w_true = rng.standard_normal((10, 4))
+    def make(n):
+        x = rng.standard_normal((n, 10)) + 1.5
+        return x, x @ w_true + 0.5 + noise * rng.standard_normal((n, 4))
+    xt, yt = make(n_train)
+    xv, yv = make(300)
+    train = RidgeAccumulator().add(xt[: n_train // 2], yt[: n_train // 2]) \
+        .add(xt[n_train // 2 :], yt[n_train // 2 :])
+    val = RidgeAccumulator().add(xv[:100], yv[:100]).add(xv[100:], yv[100:])
+    alpha, w, b, errors = choose_ridge(train, val)
+    best, (w_ref, b_ref), errors_ref = _naive_choice(xt, yt, xv, yv)
+    assert alpha == pytest.approx(best, rel=1e-12)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b, b_ref, rtol=1e-6, atol=1e-9)
+    assert list(errors) == pytest.approx(list(errors_ref), rel=1e-12)
+    assert list(errors.values()) == pytest.approx(list(errors_ref.values()), rel=1e-8)
+    alphas = sorted(errors)
+    if noise == 0.0:
+        assert alpha == alphas[0]
+    else:
+        assert alphas.index(alpha) >= len(alphas) - 5  # within the strongest two decades
+
+
+def test_fit_ridge_baseline_chooses_on_validation_or_says_it_did_not() -> None:
+    x, y = _data(n=40, d_in=6, d_out=2, seed=3)
+    pairs = [torch.from_numpy(np.stack([x, np.hstack([y, y, y])[:, :6]], axis=1)).float()]
+    val = [pairs[0][:10] + 0.1]
+    chosen = fit_ridge_baseline(pairs, None, val)
+    assert chosen.chosen_by == "validation" and len(chosen.val_mse) == len(RIDGE_RELATIVE_ALPHAS)
+    assert chosen.val_mse[chosen.alpha] == min(chosen.val_mse.values())
+    fallback = fit_ridge_baseline(pairs, None, [])
+    fixed = fit_ridge_baseline(pairs, 1.0)
+    assert (fallback.alpha, fallback.chosen_by) == (1.0, "fixed (no validation pairs)")
+    assert torch.equal(fallback.w, fixed.w) and fixed.chosen_by == "fixed"
+    assert fit_ridge_baseline([], None, val) is None
 
 
 # ---------------------------------------------------------------------- copy overlap

@@ -9,6 +9,7 @@ today's model, gradients reach both paths, and checkpoints and configs carry it.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,8 @@ def test_started_at_the_ridge_fit_it_is_the_ridge_prediction(kind: str) -> None:
     x = torch.randn(2, 7, D)
     with torch.no_grad():
         out, _ = m(x)
-    w, b = fit_ridge_baseline([pairs])
+    fit = fit_ridge_baseline([pairs])
+    w, b = fit.w, fit.b
     assert torch.allclose(m.linear_ar.weight, w, atol=1e-6)  # one batch or two: same fit
     assert torch.equal(out, ridge_predict(x, *m.ridge))
     assert b.abs().max() > 1e-3 and not torch.allclose(w, w.T)
@@ -231,6 +233,12 @@ def test_a_bad_value_and_a_samplernn_path_are_refused() -> None:
         validate_train(compose_cfg(["repr=fft", "data.x_len=2200"]))
     validate_train(compose_cfg(["frames=x8000_10s", "model.linear_ar=zero"]))
     validate_train(compose_cfg(["ridge_baseline=false", "model.linear_ar=null"]))
+    with pytest.raises(UserError, match=r"ridge_alpha=-1.0 must be a finite penalty >= 0"):
+        validate_train(compose_cfg(["ridge_alpha=-1"]))
+    with pytest.raises(UserError, match=r"ridge_alpha=2.0 is read only with ridge_baseline"):
+        validate_train(compose_cfg(["ridge_baseline=false", "model.linear_ar=null",
+                                    "ridge_alpha=2"]))
+    validate_train(compose_cfg(["ridge_alpha=0"]))
 
 
 def test_default_model_has_the_path_and_the_seed_presets_do_not() -> None:
@@ -255,7 +263,13 @@ def test_a_run_starts_at_the_ridge_fit_and_its_checkpoint_round_trips(
     dm = AudioDataModule(to_container(cfg.data), to_container(cfg.norm),
                          to_container(cfg.repr), seed=cfg.seed)
     dm.setup("fit")
-    w, b = fit_ridge_baseline(dm.train_frame_pairs())
+    # the run chose the penalty on the validation pairs (ridge_alpha=null, the default)
+    fit = fit_ridge_baseline(dm.train_frame_pairs(), None, dm.val_frame_pairs())
+    assert fit.chosen_by == "validation" and fit.alpha != 1.0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["ridge_alpha"], summary["ridge_alpha_chosen_by"]) == (fit.alpha,
+                                                                          "validation")
+    w, b = fit.w, fit.b
     ckpt = tmp_path / "checkpoints/last.ckpt"
     model = model_from_checkpoint(ckpt)
     assert model.hparams.linear_ar == kind

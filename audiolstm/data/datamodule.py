@@ -373,15 +373,25 @@ class AudioDataModule(pl.LightningDataModule):
         Normalised and encoded as the model sees them; frames are `step` apart and the
         pairs are evenly thinned to `max_pairs`. What the ridge baseline is fitted on.
         """
+        return self.frame_pairs("train", max_pairs, batch)
+
+    def val_frame_pairs(self, max_pairs: int = 20000,
+                        batch: int = 1024) -> Iterator[torch.Tensor]:
+        """The same pairs of the validation split: what the ridge's penalty is chosen on."""
+        return self.frame_pairs("val", max_pairs, batch)
+
+    def frame_pairs(self, split: str, max_pairs: int = 20000,
+                    batch: int = 1024) -> Iterator[torch.Tensor]:
+        """Consecutive (frame, next frame) pairs of `split`, as `train_frame_pairs`."""
         if self.plan is None or self.normalizer is None:
             self.setup()
         assert self.plan is not None and self.normalizer is not None
         spec = WindowSpec(x_len=self.spec.x_len, seq_len=1, window_shift=self.spec.step,
                           hop=self.spec.step)
-        shift, scale = self.normalizer.affine("train")
+        shift, scale = self.normalizer.affine(split)
         ds = WindowDataset(self.signal, spec, shift=shift, scale=scale,
                            transform=self._transform(),
-                           segments=[(p.start, p.end) for p in self.plan.pieces["train"]])
+                           segments=[(p.start, p.end) for p in self.plan.pieces[split]])
         n = len(ds)
         if n == 0:
             return

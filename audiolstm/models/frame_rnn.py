@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiolstm.errors import UserError
-from audiolstm.evaluation.baselines import fit_ridge_baseline, ridge_predict
+from audiolstm.evaluation.baselines import RidgeFit, fit_ridge_baseline, ridge_predict
 from audiolstm.evaluation.frame_scores import (
     FrameScoring,
     batch_sums,
@@ -336,9 +336,14 @@ class AudioRNN(AudioModel):
         self.reference_variance["val"] = (
             {"model": sse / count} if count > 0 and self.hparams.head == "mse" else {})
 
-    def fit_ridge(self, pairs: Callable[[], Iterable[Tensor]], alpha: float = 1.0) -> None:
-        """Fit the ridge baseline on training frame pairs `(n, 2, D)` (evaluation only)."""
-        self.ridge = fit_ridge_baseline(pairs(), alpha)
+    def fit_ridge(self, pairs: Callable[[], Iterable[Tensor]], alpha: float | None = 1.0,
+                  val_pairs: Callable[[], Iterable[Tensor]] | None = None) -> RidgeFit | None:
+        """Fit the ridge baseline on training frame pairs `(n, 2, D)` (evaluation, and the
+        start of `linear_ar=ridge|ridge_fixed`); `alpha=None` chooses its penalty on
+        `val_pairs` (`evaluation.baselines.choose_ridge`). Returns the fit's record."""
+        fit = fit_ridge_baseline(pairs(), alpha, None if val_pairs is None else val_pairs())
+        self.ridge = None if fit is None else (fit.w, fit.b)
+        return fit
 
     def _eval_step(self, batch: Tensor, split: str) -> None:
         x, y = batch[:, :-1], batch[:, 1:]

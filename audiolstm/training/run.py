@@ -149,8 +149,12 @@ def run(cfg: DictConfig) -> float:
 
     model = build_model(dm.input_dim, to_container(cfg.model))
     model.data_state = dm.data_state()
+    ridge = None
     if cfg.ridge_baseline and isinstance(model, AudioRNN) and dm.input_dim <= RIDGE_MAX_DIM:
-        model.fit_ridge(dm.train_frame_pairs)  # and its training MSE (its val bits' variance)
+        # fitted on train, its penalty chosen on val unless ridge_alpha fixes it
+        ridge = model.fit_ridge(dm.train_frame_pairs, cfg.ridge_alpha, dm.val_frame_pairs)
+        if ridge is not None:
+            log.info("ridge baseline: alpha %.4g (%s)", ridge.alpha, ridge.chosen_by)
     if isinstance(model, AudioRNN):
         model.init_linear_ar()  # model.linear_ar=ridge: from the fit above
     if init is not None:  # after: the checkpoint's weights win (its linear path too)
@@ -205,6 +209,9 @@ def run(cfg: DictConfig) -> float:
         "val": val_metrics,
         **{key: test_metrics.get(metric) for metric, key in METRIC_FIELDS.items()},
         "params": model.num_params,
+        # the ridge baseline's penalty (and the linear path's, when it starts there)
+        "ridge_alpha": None if ridge is None else ridge.alpha,
+        "ridge_alpha_chosen_by": None if ridge is None else ridge.chosen_by,
         # what test_bits_per_sample is a likelihood of (evaluation/likelihood.py), and how
         "bits_grid": GRID_NAME,
         "bits_kind": getattr(model, "bits_kind", None),
@@ -255,5 +262,7 @@ def _verdict(summary: dict[str, Any]) -> None:
     ridge = summary.get("test_mse_ridge")
     if ridge is not None:
         word = "beats" if loss < ridge else "does NOT beat"
-        print(f"test MSE {word} the ridge baseline (frame -> next frame, fitted on train): "
-              f"{loss:.4g} vs {ridge:.4g}", flush=True)
+        how = summary.get("ridge_alpha_chosen_by")
+        penalty = "" if how is None else f", penalty {summary['ridge_alpha']:.3g} ({how})"
+        print(f"test MSE {word} the ridge baseline (frame -> next frame, fitted on train"
+              f"{penalty}): {loss:.4g} vs {ridge:.4g}", flush=True)
