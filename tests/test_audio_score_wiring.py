@@ -152,8 +152,9 @@ def test_bad_references_stop_generate_before_anything_is_written(checkpoint: Pat
 def test_reference_split_scores_against_that_split(checkpoint: Path, tmp_path: Path) -> None:
     """reference_split=train: the score's reference is the training split (16 of the 20
     s), and generated.json says so. Mutant caught: the test split read whatever the
-    setting (2 s: too short to score 2 s clips)."""
-    record = _generate(checkpoint, tmp_path / "gen", "seconds=2", "reference_split=train")
+    setting (2 s: too short to score 4 s clips; on VERSION 3 of the built-in data 2 s clips
+    of its first 16 s are as far from them as shaped noise, so the clip is 4 s)."""
+    record = _generate(checkpoint, tmp_path / "gen", "seconds=4", "reference_split=train")
     assert record["settings"]["reference"] == "reference=null (the checkpoint's train split)"
     assert record["metrics"]["audio_ref_seconds"] == pytest.approx(16.0, abs=0.01)
     assert isinstance(record["metrics"]["audio_score"], float)

@@ -37,7 +37,7 @@ def envelope_period(x: np.ndarray, sr: int, lo: float = 2.5, hi: float = 12.0) -
 
 
 def test_truth_is_frozen_and_matches_the_seed_track():
-    assert isinstance(TRUTH, SynthTruth) and VERSION == 2
+    assert isinstance(TRUTH, SynthTruth) and VERSION == 3
     assert round(TRUTH.lead_in_seconds * SR) == 2000
     assert round(TRUTH.fade_seconds * SR) == 20000
     assert TRUTH.pulse_period_early == pytest.approx(7.0)
@@ -127,6 +127,31 @@ def test_fundamental_near_110_hz(ten_minutes):
     assert 100 <= freqs[np.argmax(spec)] <= 120
     harmonics = spec[(freqs > 200) & (freqs < 600)].max()
     assert harmonics > 0.05 * spec.max()  # more than a bare sine
+
+
+def _fundamental_hz(x: np.ndarray, at: float) -> float:
+    """The strongest peak within 100-120 Hz of a 4 s Hann window at `at` seconds, refined
+    by a parabola through the log-magnitudes of its zero-padded FFT bin and neighbours."""
+    seg = x[int(at * SR) : int((at + 4) * SR)].astype(np.float64)
+    n = 1 << 19  # 0.03 Hz bins
+    spec = np.log(np.abs(np.fft.rfft(seg * np.hanning(len(seg)), n)) + 1e-12)
+    lo, hi = int(100 * n / SR), int(120 * n / SR)
+    k = lo + int(np.argmax(spec[lo:hi]))
+    y0, y1, y2 = spec[k - 1], spec[k], spec[k + 1]
+    return (k + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)) * SR / n
+
+
+def test_the_drone_repeats_its_pitch_every_drift_period():
+    """VERSION 3: every slow drift repeats every `_DRIFT_PERIOD` s, so a training split that
+    long has heard every pitch validation and test play (VERSION 2's free rates put the
+    test split's start above every training second). The pitch does wander (so a constant
+    fundamental cannot pass), and comes back within 0.02 Hz a period later."""
+    period = synth._DRIFT_PERIOD
+    drone = synth_drone(period + 110.0, SR, 0, parts=("drone",))
+    now = [_fundamental_hz(drone, t) for t in (5.0, 35.0, 65.0, 100.0)]
+    later = [_fundamental_hz(drone, t + period) for t in (5.0, 35.0, 65.0, 100.0)]
+    assert max(now) - min(now) > 0.5
+    np.testing.assert_allclose(later, now, atol=0.02)  # VERSION 2: off by 0.3-1.1 Hz
 
 
 def test_pulsation_period_early_and_late(ten_minutes):
