@@ -18,7 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
@@ -83,7 +83,9 @@ def check_weight_averaging(cfg: DictConfig) -> None:
     for name, node in (cfg.get("callbacks") or {}).items():
         target = node.get("_target_") if node else None
         try:
-            cls = get_class(target) if target else None
+            # get_object, not get_class: a factory function (callbacks.progress_bar) is a
+            # valid target, and get_class logs an ERROR line for it in every train.log
+            cls = get_object(target) if target else None
         except Exception:  # noqa: BLE001 - a bad target is instantiate's error to report
             continue
         if isinstance(cls, type) and issubclass(cls, WeightAveraging):
