@@ -243,8 +243,33 @@ def validate_linear_ar(cfg: DictConfig) -> None:
                         "(or model=lstm_300x3, the plain model)")
 
 
+#: the sections whose every key a schema names; the others (trainer, callbacks, logger,
+#: paths, optuna) are handed whole to Lightning or Hydra, which refuse what they do not know
+SCHEMA_SECTIONS = {"data": DataConfig, "norm": NormConfig, "repr": ReprConfig,
+                   "model": ModelConfig}
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Refuse a setting no component reads. Hydra refuses `key=value` for an unknown key,
+    but `+key=value` adds it to any section, where it would be ignored in silence
+    (`+data.x_length=2000`, a typo for data.x_len, trained at the default)."""
+    sections = {None: TrainConfig, **SCHEMA_SECTIONS}
+    for section, schema in sections.items():
+        node = cfg if section is None else cfg.get(section)
+        if not isinstance(node, DictConfig):
+            continue
+        known = {f.name for f in fields(schema)}
+        for key in node:
+            if key not in known:
+                name = key if section is None else f"{section}.{key}"
+                raise UserError(f"{name}: no such setting (added with '+'?): nothing reads "
+                                f"it; the {section or 'top-level'} settings are "
+                                f"{', '.join(sorted(known))}")
+
+
 def validate_train(cfg: DictConfig) -> None:
     """Everything `train.py` can check before touching data or building a model."""
+    check_known_keys(cfg)
     validate_data(cfg.data)
     validate_norm(cfg.norm)
     validate_repr(cfg.repr)
