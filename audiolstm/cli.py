@@ -44,9 +44,10 @@ for _pattern in (r"Experiment logs directory .* exists and is not empty",
     warnings.filterwarnings("ignore", message=_pattern)
 
 
-#: True once `guarded` runs the task: from then on a Hydra or OmegaConf error escaping it
-#: is a bug of ours, not a bad command line, and keeps its traceback
-_task_started = False
+#: True once an error escaped a task run by `guarded`: a Hydra or OmegaConf error then is a
+#: bug of ours, not a bad command line, and keeps its traceback (a later sweep job's bad
+#: value, composed after earlier jobs ran, is still one line)
+_task_raised = False
 #: marks HYDRA_FULL_ERROR as set by `hydra_entry` (inherited by the processes a run
 #: starts: DDP ranks, sweep jobs), not by a user who wants Hydra's full traceback
 _OWN_FULL_ERROR = "AUDIOLSTM_HYDRA_FULL_ERROR"
@@ -92,7 +93,7 @@ def hydra_entry(main: Callable[[], Any]) -> Callable[[], Any]:
         try:
             return main()
         except (HydraException, OmegaConfBaseException) as e:
-            if _task_started:
+            if _task_raised:
                 raise
             print(f"error: {config_error_line(e)}", file=sys.stderr, flush=True)
             sys.exit(UserError.exit_code)
@@ -129,8 +130,7 @@ def _record_failure(cfg: DictConfig, reason: str, status: str = "failed",
 
 def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run a task; turn user errors (and, in sweeps, any failure) into one clear line."""
-    global _task_started
-    _task_started = True
+    global _task_raised
     started = now_iso()
     try:
         return task(cfg)
@@ -153,6 +153,7 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             _record_failure(cfg, f"{type(e).__name__}: {e}".splitlines()[0],
                             started_at=started)
             return math.nan
+        _task_raised = True
         raise
     finally:
         _finish_wandb()

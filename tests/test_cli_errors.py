@@ -61,24 +61,29 @@ def test_a_user_asking_for_hydras_traceback_gets_it(tmp_path: Path) -> None:
 
 
 def test_an_error_inside_the_task_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the task starts, an OmegaConf error is a bug of ours, not a bad override."""
-    monkeypatch.setattr(cli, "_task_started", False)
+    """An OmegaConf error raised by the task is a bug of ours, not a bad override; a bad
+    override composed after a task ran (a later job of a sweep) is still one line."""
+    monkeypatch.setattr(cli, "_task_raised", False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.delenv(cli._OWN_FULL_ERROR, raising=False)
 
     def composes_badly() -> None:
         raise ConfigCompositionException("In 'train': Could not find 'model/x'")
 
-    with pytest.raises(SystemExit) as stop:
-        cli.hydra_entry(composes_badly)()
-    assert stop.value.code == UserError.exit_code
+    def a_job_ran_then_the_next_composes_badly() -> None:
+        cli.guarded(lambda cfg: 0.0, None)
+        composes_badly()
 
-    def task_bug() -> None:
-        cli._task_started = True
+    for main in (composes_badly, a_job_ran_then_the_next_composes_badly):
+        with pytest.raises(SystemExit) as stop:
+            cli.hydra_entry(main)()
+        assert stop.value.code == UserError.exit_code
+
+    def task_with_a_bug(cfg: object) -> None:
         raise ValidationError("a bug in our own code")
 
     with pytest.raises(ValidationError):
-        cli.hydra_entry(task_bug)()
+        cli.hydra_entry(lambda: cli.guarded(task_with_a_bug, None))()
 
 
 def test_config_error_line_joins_the_reason_and_the_field() -> None:
